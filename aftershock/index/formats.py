@@ -1,0 +1,326 @@
+"""Readers and writers: Seismic JSONL and .bin, Parquet/Arrow (streamed), CSR .npz, id files.
+
+`read_vectors(path)` / `write_vectors(batch, path)` pick the format from the suffix
+(``.jsonl[.gz]``, ``.bin[.gz]``, ``.parquet``, ``.npz``) or from ``format=``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numba
+import numpy as np
+
+from aftershock.errors import FormatError, RaggedArrayError
+from aftershock.index.batch import SparseBatch, Vocabulary
+
+FORMATS = ("jsonl", "bin", "parquet", "npz")
+
+
+def _open(path: Path, mode: str):
+    if path.suffix == ".gz":
+        return gzip.open(path, mode)
+    return open(path, mode)
+
+
+def guess_format(path: str | Path) -> str:
+    name = Path(path).name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for fmt, suffixes in {"jsonl": (".jsonl", ".json"), "bin": (".bin",), "parquet": (".parquet", ".pq"),
+                          "npz": (".npz",)}.items():
+        if name.endswith(suffixes):
+            return fmt
+    raise FormatError(f"cannot tell the format of {path!s} from its name; pass format= one of {', '.join(FORMATS)}")
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """One id per line (a companion file for formats without ids)."""
+    with _open(Path(path), "rt") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _resolve_ids(ids):
+    """``ids`` may be a sequence of ids or the path of a one-id-per-line file."""
+    return read_ids(ids) if isinstance(ids, (str, Path)) else ids
+
+
+def write_ids(ids, path: str | Path) -> None:
+    with _open(Path(path), "wt") as f:
+        for i in ids:
+            f.write(f"{i}\n")
+
+
+# ---------------------------------------------------------------------------------------------- JSONL
+def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, unknown: str = "error",
+               what: str = "vectors") -> SparseBatch:
+    """Seismic JSONL: one ``{"id", "content"?, "vector": {token: weight}}`` per line.
+
+    With ``vocab`` tokens map through it (``unknown="error"`` raises on a token it lacks, ``"drop"``
+    skips it: right for queries, whose unseen tokens match no document). Without one, the
+    vocabulary is built from the tokens in order of first appearance (as Seismic does).
+    """
+    path = Path(path)
+    grow = vocab is None
+    tokens: list[str] = [] if grow else vocab.tokens
+    tok_id: dict[str, int] = {} if grow else vocab.token_to_id
+    ids, lengths, idx, val = [], [0], [], []
+    with _open(path, "rt") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                vec = obj["vector"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise FormatError(f"{path}:{lineno}: not a Seismic JSONL record with a 'vector' map ({e})") from None
+            if not isinstance(vec, dict):
+                raise FormatError(f"{path}:{lineno}: 'vector' must be a {{token: weight}} object")
+            ids.append(str(obj.get("id", len(ids))))
+            n = 0
+            for tok, w in vec.items():
+                t = tok_id.get(tok)
+                if t is None:
+                    if grow:
+                        t = tok_id[tok] = len(tokens)
+                        tokens.append(tok)
+                    elif unknown == "drop":
+                        continue
+                    else:
+                        vocab.id_of(tok, f"{path}:{lineno} ({what[:-1]} {ids[-1]!r}): ")
+                idx.append(t)
+                val.append(w)
+                n += 1
+            lengths.append(n)
+    try:
+        values = np.asarray(val, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FormatError(f"{path}: a weight is not a number; weights must be JSON numbers") from None
+    vocab_out = Vocabulary(tokens) if grow else vocab
+    return SparseBatch.from_arrays(np.cumsum(lengths), np.asarray(idx, dtype=np.int64), values, ids=ids,
+                                   dim=dim if dim is not None else len(vocab_out), vocab=vocab_out, what=what)
+
+
+def write_jsonl(batch: SparseBatch, path) -> None:
+    """Seismic JSONL; tokens are the vocabulary's strings, or the term ids as strings without one."""
+    path = Path(path)
+    tokens = batch.vocab.tokens if batch.vocab is not None else None
+    with _open(path, "wt") as f:
+        for r in range(len(batch)):
+            idx, val = batch.row(r)
+            keys = [tokens[t] for t in idx] if tokens is not None else [str(t) for t in idx]
+            f.write(json.dumps({"id": batch.ids[r], "vector": dict(zip(keys, val.tolist()))}, ensure_ascii=False))
+            f.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------- Seismic .bin
+@numba.njit(cache=True)
+def _scan_bin(words):
+    """Offsets of each vector's ids inside a u32 buffer; -1 marks a truncated file."""
+    n = words[0]
+    if np.int64(n) > words.shape[0] - 1:  # each vector needs >= 1 word: a bad header, not a huge allocation
+        return np.empty(0, np.int64), np.empty(0, np.int64), -1
+    starts = np.empty(n, np.int64)
+    lengths = np.empty(n, np.int64)
+    pos = 1
+    for i in range(n):
+        if pos >= words.shape[0]:
+            return starts, lengths, -1
+        nnz = words[pos]
+        if pos + 1 + 2 * np.int64(nnz) > words.shape[0]:
+            return starts, lengths, -1
+        starts[i] = pos + 1
+        lengths[i] = nnz
+        pos += 1 + 2 * np.int64(nnz)
+    return starts, lengths, pos
+
+
+@numba.njit(cache=True)
+def _gather_bin(words, fwords, starts, lengths, indices, values):
+    o = 0
+    for i in range(starts.shape[0]):
+        s, m = starts[i], lengths[i]
+        for j in range(m):
+            indices[o + j] = words[s + j]
+            values[o + j] = fwords[s + m + j]
+        o += m
+
+
+def read_bin(path, ids=None, dim: int | None = None, vocab: Vocabulary | None = None,
+             what: str = "vectors") -> SparseBatch:
+    """Seismic binary: LE ``u32 n``, then per vector ``u32 nnz``, ``nnz x u32`` ids, ``nnz x f32`` values."""
+    ids = _resolve_ids(ids)
+    path = Path(path)
+    with _open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or len(raw) % 4:
+        raise FormatError(f"{path}: {len(raw)} bytes is not a whole number of u32 words; the file is truncated")
+    words = np.frombuffer(raw, dtype="<u4")
+    starts, lengths, end = _scan_bin(words)
+    if end < 0:
+        raise FormatError(f"{path}: header says {int(words[0])} vectors but the file ends early; it is truncated")
+    if end != words.shape[0]:
+        raise FormatError(f"{path}: {4 * (words.shape[0] - end)} bytes after the last of {int(words[0])} vectors")
+    nnz = int(lengths.sum())
+    indices = np.empty(nnz, np.int64)
+    values = np.empty(nnz, np.float32)
+    _gather_bin(words, words.view("<f4"), starts, lengths, indices, values)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return SparseBatch.from_arrays(indptr, indices, values, ids=ids, dim=dim, vocab=vocab, what=what, copy=False)
+
+
+def write_bin(batch: SparseBatch, path) -> None:
+    path = Path(path)
+    n = len(batch)
+    lengths = batch.nnz_per_row()
+    out = np.empty(1 + n + 2 * batch.nnz, dtype="<u4")
+    out[0] = n
+    # position of each row's header word
+    heads = 1 + np.concatenate([[0], np.cumsum(1 + 2 * lengths)])[:n].astype(np.int64)
+    out[heads] = lengths
+    fout = out.view("<f4")
+    for r in range(n):
+        a, b = batch.indptr[r], batch.indptr[r + 1]
+        h = heads[r] + 1
+        out[h:h + (b - a)] = batch.indices[a:b]
+        fout[h + (b - a):h + 2 * (b - a)] = batch.values[a:b]
+    with _open(path, "wb") as f:
+        f.write(out.tobytes())
+
+
+# ---------------------------------------------------------------------------------------------- Parquet
+def to_arrow(batch: SparseBatch):
+    """The batch as a `pyarrow.Table` (columns id, indices, values), zero-copy for the numbers."""
+    import pyarrow as pa
+
+    big = batch.nnz >= 2**31
+    lists = pa.LargeListArray if big else pa.ListArray
+    offsets = pa.array(batch.indptr if big else batch.indptr.astype(np.int32))
+    table = pa.Table.from_arrays(
+        [pa.array(list(batch.ids), pa.string()), lists.from_arrays(offsets, pa.array(batch.indices)),
+         lists.from_arrays(offsets, pa.array(batch.values))],
+        names=["id", "indices", "values"],
+    )
+    return table.replace_schema_metadata({b"aftershock.dim": str(batch.dim).encode()})
+
+
+def from_arrow(table_or_batch, dim: int | None = None, vocab=None, what: str = "vectors") -> SparseBatch:
+    """A `pyarrow.Table`/`RecordBatch` with columns ``id`` (optional), ``indices``, ``values`` (list columns)."""
+    import pyarrow as pa
+
+    t = table_or_batch
+    names = t.schema.names
+    for col in ("indices", "values"):
+        if col not in names:
+            raise FormatError(f"Arrow data has columns {names}; it needs list columns 'indices' and 'values'")
+    if dim is None and t.schema.metadata and b"aftershock.dim" in t.schema.metadata:
+        dim = int(t.schema.metadata[b"aftershock.dim"])
+    if isinstance(t, pa.Table):
+        t = t.combine_chunks().to_batches()[0] if t.num_rows else None
+        if t is None:
+            return SparseBatch.from_arrays([0], [], [], ids=[], dim=dim or 0, vocab=vocab, what=what)
+    idx_col, val_col = t.column("indices"), t.column("values")
+    if idx_col.null_count or val_col.null_count:
+        raise FormatError("Arrow data has null vectors; write an empty list for an empty vector")
+    io_, vo = np.asarray(idx_col.offsets), np.asarray(val_col.offsets)
+    if not np.array_equal(io_ - io_[0], vo - vo[0]):
+        bad = int(np.flatnonzero((io_ - io_[0]) != (vo - vo[0]))[0]) - 1
+        raise RaggedArrayError(f"{what}: row {max(bad, 0)} has a different number of indices and values")
+    indices = np.asarray(idx_col.flatten())
+    values = np.asarray(val_col.flatten())
+    ids = [str(x) for x in t.column("id").to_pylist()] if "id" in names else None
+    if dim is None:
+        meta = t.schema.metadata or {}
+        if b"aftershock.dim" in meta:
+            dim = int(meta[b"aftershock.dim"])
+    return SparseBatch.from_arrays(io_ - io_[0], indices, values, ids=ids, dim=dim, vocab=vocab, what=what)
+
+
+def iter_parquet(path, batch_size: int = 65536, dim: int | None = None, vocab=None,
+                 what: str = "vectors") -> Iterator[SparseBatch]:
+    """Stream a Parquet file as batches of at most ``batch_size`` rows (never the whole file at once)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(path))
+    if dim is None and pf.schema_arrow.metadata and b"aftershock.dim" in pf.schema_arrow.metadata:
+        dim = int(pf.schema_arrow.metadata[b"aftershock.dim"])
+    for rb in pf.iter_batches(batch_size=batch_size):
+        yield from_arrow(rb, dim=dim, vocab=vocab, what=what)
+
+
+def read_parquet(path, dim: int | None = None, vocab=None, batch_size: int = 65536, what="vectors") -> SparseBatch:
+    parts = list(iter_parquet(path, batch_size=batch_size, dim=dim, vocab=vocab, what=what))
+    if not parts:
+        if dim is None:
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(str(path)).metadata or {}
+            dim = int(meta[b"aftershock.dim"]) if b"aftershock.dim" in meta else None
+        return SparseBatch.from_arrays([0], [], [], ids=[], dim=dim or 0, vocab=vocab, what=what)
+    out = SparseBatch.concat(parts)
+    out.dim = dim if dim is not None else max(p.dim for p in parts)
+    return out
+
+
+def write_parquet(batch: SparseBatch, path, row_group_size: int = 65536) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(to_arrow(batch), str(path), row_group_size=row_group_size)
+
+
+# ---------------------------------------------------------------------------------------------- npz
+def read_npz(path, ids=None, dim: int | None = None, vocab=None, what="vectors") -> SparseBatch:
+    """CSR ``.npz`` with arrays ``indptr``, ``indices``, ``values`` (and optionally ``dim``/``shape``)."""
+    ids = _resolve_ids(ids)
+    with np.load(path) as z:
+        missing = {"indptr", "indices"} - set(z.files)
+        if missing or not ({"values", "data"} & set(z.files)):
+            raise FormatError(f"{path}: a CSR .npz needs arrays indptr, indices and values; it has {z.files}")
+        if dim is None:
+            if "dim" in z.files:
+                dim = int(z["dim"])
+            elif "shape" in z.files:
+                dim = int(z["shape"][1])
+        vals = z["values"] if "values" in z.files else z["data"]
+        return SparseBatch.from_arrays(z["indptr"], z["indices"], vals, ids=ids, dim=dim, vocab=vocab, what=what,
+                                       copy=False)
+
+
+def write_npz(batch: SparseBatch, path) -> None:
+    np.savez(path, indptr=batch.indptr, indices=batch.indices, values=batch.values, dim=np.int64(batch.dim))
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+def read_vectors(path, format: str | None = None, ids=None, dim: int | None = None,
+                 vocab: Vocabulary | None = None, unknown: str = "error", what: str = "vectors") -> SparseBatch:
+    """Read any supported file. ``ids`` is a list or a path to a one-id-per-line file."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path} does not exist")
+    fmt = format or guess_format(path)
+    ids = _resolve_ids(ids)
+    if fmt == "jsonl":
+        batch = read_jsonl(path, vocab=vocab, dim=dim, unknown=unknown, what=what)
+        if ids is not None:
+            batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
+                                            vocab=batch.vocab, what=what, copy=False)
+        return batch
+    if fmt == "bin":
+        return read_bin(path, ids=ids, dim=dim, vocab=vocab, what=what)
+    if fmt == "npz":
+        return read_npz(path, ids=ids, dim=dim, vocab=vocab, what=what)
+    if fmt == "parquet":
+        batch = read_parquet(path, dim=dim, vocab=vocab, what=what)
+        if ids is not None:
+            batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
+                                            vocab=vocab, what=what, copy=False)
+        return batch
+    raise FormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def write_vectors(batch: SparseBatch, path, format: str | None = None) -> None:
+    fmt = format or guess_format(path)
+    {"jsonl": write_jsonl, "bin": write_bin, "parquet": write_parquet, "npz": write_npz}[fmt](batch, path)

@@ -1,0 +1,110 @@
+"""Build-time configuration and query-time parameters, with Seismic's parameter names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from aftershock.errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _known(cls, kw: dict) -> None:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(kw) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} parameter(s) {unknown}; known: {sorted(names)}")
+
+
+@dataclass(frozen=True)
+class SeismicConfig:
+    """How a Seismic index is built (names follow pyseismic-lsr so configs port over).
+
+    pruning: ``"global"`` keeps the heaviest ``n_postings`` x (number of non-empty lists) postings overall,
+    each list capped at ``max_fraction * n_postings``; ``"fixed"`` keeps the heaviest ``n_postings`` per list.
+    clustering: ``"random"`` is Seismic's one-shot assignment to ``centroid_fraction`` random seed docs
+    (docs approximated by their ``doc_cut`` heaviest terms), ``"kmeans"`` refines it with
+    ``kmeans_iterations`` Lloyd steps. Clusters smaller than ``min_cluster_size`` are dissolved.
+    Summaries keep ``summary_energy`` of each block's max-vector L1 mass, 8-bit quantized (rounded up).
+    ``knn`` > 0 builds a k-NN graph with the index itself. ``value_dtype`` is the forward index's value type.
+    """
+
+    n_postings: int = 3500
+    max_fraction: float = 1.5
+    pruning: str = "global"
+    centroid_fraction: float = 0.1
+    min_cluster_size: int = 2
+    clustering: str = "random"
+    kmeans_iterations: int = 2
+    doc_cut: int = 15
+    summary_energy: float = 0.4
+    knn: int = 0
+    value_dtype: str = "float16"
+    seed: int = 42
+
+    def __post_init__(self):
+        _check(isinstance(self.n_postings, int) and self.n_postings >= 1,
+               f"n_postings={self.n_postings!r} must be an integer >= 1 (Seismic's default is 3500)")
+        _check(self.max_fraction > 0, f"max_fraction={self.max_fraction!r} must be > 0 (default 1.5)")
+        _check(self.pruning in ("global", "fixed", "none"),
+               f"pruning={self.pruning!r}; use 'global', 'fixed' or 'none'")
+        _check(0 < self.centroid_fraction <= 1, f"centroid_fraction={self.centroid_fraction!r} must be in (0, 1]")
+        _check(isinstance(self.min_cluster_size, int) and self.min_cluster_size >= 1,
+               f"min_cluster_size={self.min_cluster_size!r} must be an integer >= 1")
+        _check(self.clustering in ("random", "kmeans"), f"clustering={self.clustering!r}; use 'random' or 'kmeans'")
+        _check(isinstance(self.kmeans_iterations, int) and self.kmeans_iterations >= 0,
+               f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
+        _check(isinstance(self.doc_cut, int) and self.doc_cut >= 1, f"doc_cut={self.doc_cut!r} must be an integer >= 1")
+        _check(0 < self.summary_energy <= 1, f"summary_energy={self.summary_energy!r} must be in (0, 1]")
+        _check(isinstance(self.knn, int) and self.knn >= 0, f"knn={self.knn!r} must be an integer >= 0")
+        _check(self.value_dtype in ("float16", "float32"),
+               f"value_dtype={self.value_dtype!r}; use 'float16' (compact) or 'float32' (exact)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeismicConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_(self, **kw) -> "SeismicConfig":
+        _known(SeismicConfig, kw)
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Query-time knobs: ``query_cut`` heaviest query terms pick the posting lists; a block is skipped
+    when its summary score < ``heap_factor`` x the current k-th score; ``n_knn`` graph neighbours of each
+    result are rescored; ``threads`` (None = all cores) parallelise a batch over queries."""
+
+    query_cut: int = 10
+    heap_factor: float = 0.7
+    n_knn: int = 0
+    threads: int | None = None
+
+    def __post_init__(self):
+        _check(isinstance(self.query_cut, int) and self.query_cut >= 1,
+               f"query_cut={self.query_cut!r} must be an integer >= 1 (try 10)")
+        _check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = safest)")
+        _check(isinstance(self.n_knn, int) and self.n_knn >= 0, f"n_knn={self.n_knn!r} must be an integer >= 0")
+        _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+               f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
+
+    def n_threads(self) -> int:
+        import numba
+
+        return min(self.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+
+    def with_(self, **kw) -> "SearchParams":
+        _known(SearchParams, kw)
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

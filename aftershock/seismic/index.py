@@ -1,0 +1,391 @@
+"""Index classes: `ExactIndex` (ground truth) and `SeismicIndex` (blocked, summarized, approximate).
+
+Both answer ``search(queries, k, params) -> SearchResult(scores, ids)`` with shape (nq, k), best first,
+padded with -inf / -1, rows in the order of the queries. ``ids`` are row numbers in the index;
+``index.doc_ids[row]`` gives the external id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from aftershock.errors import ConfigError, IndexFormatError, TermIdOutOfRangeError
+from aftershock.index import SearchResult, SparseBatch, Vocabulary, load_dir, save_dir
+from aftershock.seismic import kernels as K
+from aftershock.seismic.config import SearchParams, SeismicConfig
+
+
+def _threads(threads: int | None) -> int:
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return limit
+    if not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for all {limit} cores)")
+    return min(int(threads), limit)
+
+
+def _term_dtype(dim: int):
+    return np.uint16 if dim <= 65536 else np.uint32
+
+
+def _drop_zeros(docs: SparseBatch) -> SparseBatch:
+    keep = docs.values > 0
+    counts = np.add.reduceat(keep.astype(np.int64), docs.indptr[:-1]) if len(docs) else np.zeros(0, np.int64)
+    counts[np.diff(docs.indptr) == 0] = 0
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SparseBatch(indptr, docs.indices[keep], docs.values[keep], docs.ids, docs.dim, docs.vocab)
+
+
+def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt, tdt) -> dict:
+    """Quantized summary per block (two parallel passes: count, then fill)."""
+    nb = blk_doc_ptr.shape[0] - 1
+    e = np.float32(energy)
+    counts = K.summary_counts(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt)
+    sum_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = dict(sum_ptr=sum_ptr, sum_idx=np.empty(sum_ptr[-1], tdt), sum_codes=np.empty(sum_ptr[-1], np.uint8),
+               sum_min=np.empty(nb, np.float32), sum_step=np.empty(nb, np.float32))
+    K.summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt, out["sum_ptr"],
+                   out["sum_idx"], out["sum_codes"], out["sum_min"], out["sum_step"])
+    return out
+
+
+def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
+    """Store each list's summaries component-major, so a query touches only the entries of its own terms."""
+    sum_ptr = sums["sum_ptr"]
+    ncomp = K.summary_comp_counts(term_blk_ptr, sum_ptr, sums["sum_idx"], dim, nt)
+    comp_list_ptr = np.concatenate([[0], np.cumsum(ncomp)]).astype(np.int64)
+    ent_list_ptr = sum_ptr[term_blk_ptr]
+    max_blocks = int(np.diff(term_blk_ptr).max()) if term_blk_ptr.shape[0] > 1 else 0
+    blk_dt = np.uint16 if max_blocks <= 65536 else np.uint32
+    max_entries = int(np.diff(ent_list_ptr).max()) if ent_list_ptr.shape[0] > 1 else 0
+    off_dt = np.uint32 if max_entries < 2**32 else np.int64
+    out = dict(comp_list_ptr=comp_list_ptr, comp_ids=np.empty(comp_list_ptr[-1], tdt),
+               comp_off=np.empty(comp_list_ptr[-1], off_dt), ent_list_ptr=ent_list_ptr.astype(np.int64),
+               ent_blk=np.empty(sum_ptr[-1], blk_dt), ent_code=np.empty(sum_ptr[-1], np.uint8),
+               sum_min=sums["sum_min"], sum_step=sums["sum_step"])
+    K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, comp_list_ptr,
+                        out["comp_ids"], out["comp_off"], out["ent_blk"], out["ent_code"])
+    return out
+
+
+class BaseIndex:
+    kind = "base"
+
+    doc_ids: np.ndarray
+    dim: int
+    vocab: Vocabulary | None
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    @property
+    def n_docs(self) -> int:
+        raise NotImplementedError
+
+    def _check_queries(self, queries, k) -> SparseBatch:
+        if not isinstance(queries, SparseBatch):
+            import scipy.sparse as sp
+
+            if sp.issparse(queries):
+                queries = SparseBatch.from_scipy(queries, what="queries")
+            else:
+                raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__};"
+                                  " build one with SparseBatch.from_rows/from_dicts")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k={k!r} must be an integer >= 1")
+        if queries.nnz and int(queries.indices.max()) >= self.dim:
+            bad = int(queries.indices.max())
+            raise TermIdOutOfRangeError(
+                f"a query has term id {bad} >= the index's dim {self.dim}; encode queries with the vocabulary "
+                "the index was built with"
+            )
+        return queries
+
+    @staticmethod
+    def _empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+
+    def _meta_common(self) -> dict:
+        return {"kind": self.kind, "n_docs": self.n_docs, "dim": self.dim}
+
+    def _common_arrays(self) -> dict:
+        return {"doc_ids": np.asarray(self.doc_ids.astype(str))}
+
+    def _extra_files(self) -> dict:
+        return {"vocab.json": json.dumps(self.vocab.tokens, ensure_ascii=False).encode()} if self.vocab else {}
+
+    @staticmethod
+    def _load_vocab(path: Path) -> Vocabulary | None:
+        f = path / "vocab.json"
+        return Vocabulary(json.loads(f.read_text(encoding="utf-8"))) if f.exists() else None
+
+    def nbytes(self) -> int:
+        """Bytes of all the index's arrays (what `save` writes, ids included)."""
+        return int(sum(np.asarray(a).nbytes for a in self._arrays().values()))
+
+    def _arrays(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path) -> Path:
+        """Write the index atomically to directory ``path`` (replacing any index there)."""
+        return save_dir(path, {**self._arrays(), **self._common_arrays()}, self._meta(), self._extra_files())
+
+
+class ExactIndex(BaseIndex):
+    """Exhaustive inner-product search over an inverted index (multi-threaded Numba): the ground truth."""
+
+    kind = "exact"
+
+    def __init__(self, inv_ptr, inv_docs, inv_vals, n_docs: int, dim: int, doc_ids, vocab=None):
+        self.inv_ptr, self.inv_docs, self.inv_vals = inv_ptr, inv_docs, inv_vals
+        self._n = int(n_docs)
+        self.dim = int(dim)
+        self.doc_ids = np.asarray(doc_ids, dtype=object)
+        self.vocab = vocab
+
+    @property
+    def n_docs(self) -> int:
+        return self._n
+
+    @classmethod
+    def build(cls, docs: SparseBatch) -> "ExactIndex":
+        csc = docs.to_scipy().tocsc()
+        csc.sort_indices()
+        return cls(csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data.astype(np.float32),
+                   len(docs), docs.dim, docs.ids, docs.vocab)
+
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, threads: int | None = None
+               ) -> SearchResult:
+        queries = self._check_queries(queries, k)
+        nt = _threads(threads if threads is not None else (params.threads if params else None))
+        out_s, out_i = self._empty_result(len(queries), k)
+        if len(queries):
+            numba.set_num_threads(nt)
+            K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
+                                 queries.indices, queries.values, k, nt, out_s, out_i)
+        return SearchResult(out_s, out_i)
+
+    def _arrays(self):
+        return {"inv_ptr": self.inv_ptr, "inv_docs": self.inv_docs, "inv_vals": self.inv_vals}
+
+    def _meta(self):
+        return self._meta_common()
+
+    @classmethod
+    def _from_arrays(cls, arrays, meta, vocab):
+        return cls(arrays["inv_ptr"], arrays["inv_docs"], arrays["inv_vals"], meta["n_docs"], meta["dim"],
+                   arrays["doc_ids"], vocab)
+
+
+class SeismicIndex(BaseIndex):
+    """Seismic (Bruch et al., SIGIR 2024): pruned posting lists split into clustered blocks, each with a
+    quantized summary; a query visits blocks best-first, skipping those whose summary score is below
+    ``heap_factor`` x the k-th best score so far, and rescoring documents from the forward index."""
+
+    kind = "seismic"
+    ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "comp_list_ptr",
+              "comp_ids", "comp_off", "ent_list_ptr", "ent_blk", "ent_code", "sum_min", "sum_step", "knn")
+
+    def __init__(self, arrays: dict, dim: int, doc_ids, config: SeismicConfig, vocab=None, build_stats=None):
+        for name in self.ARRAYS:
+            setattr(self, name, arrays[name])
+        self.dim = int(dim)
+        self.doc_ids = np.asarray(doc_ids, dtype=object)
+        self.config = config
+        self.vocab = vocab
+        self.build_stats = build_stats or {}
+        self.max_blocks = int(np.diff(self.term_blk_ptr).max()) if self.term_blk_ptr.shape[0] > 1 else 0
+
+    @property
+    def n_docs(self) -> int:
+        return self.fwd_ptr.shape[0] - 1
+
+    @property
+    def n_blocks(self) -> int:
+        return self.blk_doc_ptr.shape[0] - 1
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, docs: SparseBatch, config: SeismicConfig | None = None, threads: int | None = None,
+              progress: bool = False, **overrides) -> "SeismicIndex":
+        """Build from a `SparseBatch`; ``overrides`` replace fields of ``config`` (e.g. ``n_postings=2000``)."""
+        config = (config or SeismicConfig()).with_(**overrides) if overrides else (config or SeismicConfig())
+        nt = _threads(threads)
+        numba.set_num_threads(nt)
+        stats: dict = {}
+        steps = ["forward index", "pruning", "blocking", "summaries"] + (["knn graph"] if config.knn else [])
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(steps), desc="build", unit="step")
+
+        def step(name, t0):
+            stats[f"{name.replace(' ', '_')}_s"] = round(time.perf_counter() - t0, 3)
+            if bar is not None:
+                bar.set_postfix_str(name)
+                bar.update(1)
+            return time.perf_counter()
+
+        t_all = t = time.perf_counter()
+        if docs.nnz and not np.all(docs.values > 0):
+            docs = _drop_zeros(docs)  # explicit zeros add nothing to a score; kernels treat 0 as "absent"
+        n, dim = len(docs), docs.dim
+        tdt = _term_dtype(dim)
+        fwd_ptr = docs.indptr.astype(np.int64)
+        fwd_idx = docs.indices.astype(tdt)
+        if config.value_dtype == "float16":
+            if docs.nnz and float(docs.values.max()) > 65504.0:
+                raise ConfigError(f"a weight of {float(docs.values.max())} overflows float16 (max 65504); "
+                                  "build with value_dtype='float32'")
+            fwd_val = docs.values.astype(np.float16).view(np.uint16)
+        else:
+            fwd_val = docs.values.astype(np.float32)
+        lut = K.F16_LUT
+        t = step("forward index", t)
+
+        # posting lists (term -> docs, weights); weights as stored (so pruning sees the forward values)
+        import scipy.sparse as sp
+
+        stored = fwd_val.view(np.float16).astype(np.float32) if config.value_dtype == "float16" else fwd_val
+        csc = sp.csc_matrix(sp.csr_matrix((stored, docs.indices, fwd_ptr), shape=(n, dim)))
+        csc.sort_indices()
+        inv_ptr, inv_docs, inv_vals = csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data
+        lens = np.diff(inv_ptr)
+        if config.pruning == "none":
+            threshold, cap = -np.inf, np.iinfo(np.int64).max
+        elif config.pruning == "fixed":
+            threshold, cap = -np.inf, config.n_postings
+        else:
+            budget = config.n_postings * int(np.count_nonzero(lens))
+            cap = max(1, int(config.max_fraction * config.n_postings))
+            if budget >= inv_vals.shape[0]:
+                threshold = -np.inf
+            else:
+                threshold = float(np.partition(inv_vals, inv_vals.shape[0] - budget)[inv_vals.shape[0] - budget])
+        counts = K.prune_count(inv_ptr, inv_vals, np.float32(threshold), np.int64(min(cap, 2**62)))
+        post_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        post_docs = np.empty(post_ptr[-1], np.int32)
+        post_vals = np.empty(post_ptr[-1], np.float32)
+        K.prune_fill(inv_ptr, inv_docs, inv_vals, np.float32(threshold), post_ptr, post_docs, post_vals)
+        del csc, inv_docs, inv_vals, post_vals
+        stats["postings"] = int(post_ptr[-1])
+        t = step("pruning", t)
+
+        # blocking by clustering, longest lists first for load balance
+        cut_len = np.minimum(np.diff(fwd_ptr), config.doc_cut)
+        cut_ptr = np.concatenate([[0], np.cumsum(cut_len)]).astype(np.int64)
+        cut_idx = np.empty(cut_ptr[-1], np.int32)
+        cut_val = np.empty(cut_ptr[-1], np.float32)
+        K.doc_cut_arrays(fwd_ptr, fwd_idx, fwd_val, lut, config.doc_cut, cut_ptr, cut_idx, cut_val)
+        order = np.argsort(-np.diff(post_ptr), kind="stable").astype(np.int64)
+        blk_docs = np.empty(post_ptr[-1], np.uint32)
+        blk_sizes = np.zeros(post_ptr[-1], np.int64)
+        n_blocks = np.zeros(dim, np.int64)
+        kmeans = config.kmeans_iterations if config.clustering == "kmeans" else 0
+        K.block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
+                      config.centroid_fraction, config.min_cluster_size, kmeans, config.seed, order, nt,
+                      blk_docs, blk_sizes, n_blocks)
+        term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
+        starts = np.repeat(post_ptr[:-1], n_blocks)
+        sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
+        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        del blk_sizes, post_docs, cut_idx, cut_val
+        t = step("blocking", t)
+
+        sums = _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, config.summary_energy, nt, tdt)
+        sums = _transpose_summaries(term_blk_ptr, sums, dim, nt, tdt)
+        t = step("summaries", t)
+
+        arrays = dict(fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_val=fwd_val, term_blk_ptr=term_blk_ptr,
+                      blk_doc_ptr=blk_doc_ptr, blk_docs=blk_docs, **sums, knn=np.zeros((n, 0), np.int32))
+        index = cls(arrays, dim, docs.ids, config, docs.vocab, stats)
+        if config.knn:
+            index.build_knn(config.knn, threads=nt)
+            t = step("knn graph", t)
+        stats["blocks"] = index.n_blocks
+        stats["build_s"] = round(time.perf_counter() - t_all, 3)
+        if bar is not None:
+            bar.close()
+        return index
+
+    def build_knn(self, knn: int, params: SearchParams | None = None, threads: int | None = None) -> None:
+        """k-NN graph over the documents, found with this index itself (each doc is a query)."""
+        if knn < 1:
+            raise ConfigError(f"knn={knn} must be >= 1")
+        docs = SparseBatch(self.fwd_ptr, self.fwd_idx.astype(np.int32),
+                           self._decoded_values(), self.doc_ids, self.dim)
+        params = params or SearchParams(query_cut=10, heap_factor=0.7)
+        res = self._search_arrays(docs, knn + 1, params, _threads(threads), knn_graph=np.zeros((len(docs), 0), np.int32))
+        graph = np.full((self.n_docs, knn), -1, np.int32)
+        self_row = np.arange(self.n_docs)[:, None]
+        for r in range(self.n_docs):  # drop the document itself, keep the order
+            row = res.ids[r][(res.ids[r] >= 0) & (res.ids[r] != self_row[r, 0])][:knn]
+            graph[r, : row.shape[0]] = row
+        self.knn = graph
+        self.config = self.config.with_(knn=knn)
+
+    def _decoded_values(self) -> np.ndarray:
+        v = np.asarray(self.fwd_val)
+        return v.view(np.float16).astype(np.float32) if v.dtype == np.uint16 else v.astype(np.float32)
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
+        """Top-k per query. ``params`` (or keyword overrides: query_cut, heap_factor, n_knn, threads)."""
+        params = (params or SearchParams()).with_(**overrides) if overrides else (params or SearchParams())
+        queries = self._check_queries(queries, k)
+        if params.n_knn and self.knn.shape[1] == 0:
+            raise ConfigError(f"n_knn={params.n_knn} but this index has no k-NN graph; build it with knn>0 "
+                              "(aftershock build --knn 10) or search with n_knn=0")
+        return self._search_arrays(queries, k, params, _threads(params.threads))
+
+    def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None) -> SearchResult:
+        out_s, out_i = self._empty_result(len(queries), k)
+        if len(queries) == 0:
+            return SearchResult(out_s, out_i)
+        numba.set_num_threads(nt)
+        stats = np.zeros((len(queries), 3), np.int64)
+        K.seismic_search_batch(self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr,
+                               self.blk_doc_ptr, self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_off,
+                               self.ent_list_ptr, self.ent_blk, self.ent_code, self.sum_min, self.sum_step,
+                               self.knn if knn_graph is None else knn_graph, self.dim, self.max_blocks,
+                               queries.indptr, queries.indices, queries.values, k, params.query_cut,
+                               np.float32(params.heap_factor), params.n_knn, min(nt, len(queries)), out_s, out_i,
+                               stats)
+        self.last_stats = {"blocks_scored": float(stats[:, 0].mean()), "blocks_visited": float(stats[:, 1].mean()),
+                           "docs_scored": float(stats[:, 2].mean())}
+        return SearchResult(out_s, out_i)
+
+    # ------------------------------------------------------------------ persistence
+    def _arrays(self):
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    def _meta(self):
+        return {**self._meta_common(), "n_blocks": self.n_blocks, "config": self.config.to_dict(),
+                "build_stats": self.build_stats}
+
+    @classmethod
+    def _from_arrays(cls, arrays, meta, vocab):
+        missing = [a for a in cls.ARRAYS if a not in arrays]
+        if missing:
+            raise IndexFormatError(f"index is missing arrays {missing}; rebuild it")
+        return cls(arrays, meta["dim"], arrays["doc_ids"], SeismicConfig.from_dict(meta.get("config", {})), vocab,
+                   meta.get("build_stats"))
+
+
+INDEX_KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
+
+
+def load_index(path, mmap: bool = True, verify: bool = True):
+    """Open an index directory written by ``index.save`` (memory-mapped by default, checksums verified)."""
+    path = Path(path)
+    arrays, meta = load_dir(path, mmap=mmap, verify=verify)
+    kind = meta.get("kind")
+    if kind not in INDEX_KINDS:
+        raise IndexFormatError(f"{path}: unknown index kind {kind!r}; this Aftershock knows {sorted(INDEX_KINDS)}")
+    return INDEX_KINDS[kind]._from_arrays(arrays, meta, BaseIndex._load_vocab(path))

@@ -1,0 +1,667 @@
+"""Numba CPU kernels: plain loops over flat typed arrays, the reference for every other backend.
+
+Forward values are stored either as float32 or as float16 *bits* (uint16) decoded through a
+65,536-entry lookup table (Numba has no float16 arithmetic on the CPU).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+F16_LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def value_at(values, j, lut):  # pragma: no cover - replaced by the overload inside jitted code
+    return lut[values[j]] if values.dtype == np.uint16 else np.float32(values[j])
+
+
+@overload(value_at, inline="always")
+def _value_at_impl(values, j, lut):
+    if isinstance(values, types.Array) and values.dtype == types.uint16:
+        return lambda values, j, lut: lut[values[j]]
+    return lambda values, j, lut: np.float32(values[j])
+
+
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """Hint the CPU to fetch ``arr[i]`` into cache (llvm.prefetch, read, high locality)."""
+    sig = types.void(arr, i)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False, boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ------------------------------------------------------------------------------------------- top-k heap
+@numba.njit(inline="always")
+def _worse(s1, i1, s2, i2):
+    """True when (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@numba.njit(inline="always")
+def _sift_down(hs, hi, size, pos):
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and _worse(hs[right], hi[right], hs[left], hi[left]):
+            child = right
+        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
+            hs[pos], hs[child] = hs[child], hs[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+        else:
+            break
+
+
+@numba.njit(inline="always")
+def heap_push(hs, hi, size, k, score, doc):
+    """Offer (score, doc) to a min-heap holding the best k; returns the new size."""
+    if size < k:
+        pos = size
+        hs[pos] = score
+        hi[pos] = doc
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
+                hs[pos], hs[parent] = hs[parent], hs[pos]
+                hi[pos], hi[parent] = hi[parent], hi[pos]
+                pos = parent
+            else:
+                break
+        return size + 1
+    if _worse(hs[0], hi[0], score, doc):
+        hs[0] = score
+        hi[0] = doc
+        _sift_down(hs, hi, size, 0)
+    return size
+
+
+@numba.njit
+def heap_sorted_into(hs, hi, size, out_s, out_i):
+    """Empty the heap into out_* best-first (score desc, id asc); the rest stays padded."""
+    while size > 0:
+        size -= 1
+        out_s[size] = hs[0]
+        out_i[size] = hi[0]
+        hs[0] = hs[size]
+        hi[0] = hi[size]
+        _sift_down(hs, hi, size, 0)
+
+
+# ------------------------------------------------------------------------------------------- exact search
+@numba.njit(parallel=True, cache=True)
+def exact_search_batch(inv_ptr, inv_docs, inv_vals, n_docs, q_ptr, q_idx, q_val, k, n_chunks, out_s, out_i):
+    """Term-at-a-time scoring over the full inverted index; exact top-k per query."""
+    nq = q_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        acc = np.zeros(n_docs, np.float32)
+        seen = np.zeros(n_docs, np.uint8)
+        touched = np.empty(n_docs, np.int64)
+        hs = np.empty(k, np.float32)
+        hi = np.empty(k, np.int64)
+        for q in range(c, nq, n_chunks):
+            nt = 0
+            for j in range(q_ptr[q], q_ptr[q + 1]):
+                t = q_idx[j]
+                w = q_val[j]
+                for p in range(inv_ptr[t], inv_ptr[t + 1]):
+                    d = inv_docs[p]
+                    if seen[d] == 0:
+                        seen[d] = 1
+                        touched[nt] = d
+                        nt += 1
+                    acc[d] += w * inv_vals[p]
+            size = 0
+            for x in range(nt):
+                d = touched[x]
+                size = heap_push(hs, hi, size, k, acc[d], d)
+                acc[d] = 0.0
+                seen[d] = 0
+            heap_sorted_into(hs, hi, size, out_s[q], out_i[q])
+
+
+# ------------------------------------------------------------------------------------------- seismic search
+@numba.njit(inline="always")
+def _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, d, qdense):
+    s = np.float32(0.0)
+    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+        s += qdense[fwd_idx[j]] * value_at(fwd_val, j, lut)
+    return s
+
+
+@numba.njit(inline="always")
+def _block_sift_down(bs, bi, size, pos):
+    """Max-heap on bs (best block on top)."""
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and bs[left + 1] > bs[left]:
+            child = left + 1
+        if bs[child] > bs[pos]:
+            bs[pos], bs[child] = bs[child], bs[pos]
+            bi[pos], bi[child] = bi[child], bi[pos]
+            pos = child
+        else:
+            break
+
+
+@numba.njit
+def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                       comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step, knn,
+                       qi, qv, k, query_cut, heap_factor, n_knn, qdense, visited, stamp, acc_dot, acc_q,
+                       out_s, out_i, stats):
+    """One query: best-first block visiting with summary pruning, then optional kNN refinement."""
+    nq = qi.shape[0]
+    if nq == 0:
+        return
+    for j in range(nq):
+        qdense[qi[j]] = qv[j]
+    # the query_cut heaviest terms pick the posting lists
+    order = np.argsort(-qv, kind="mergesort")
+    ncut = min(query_cut, nq)
+    nblocks = 0
+    for a in range(ncut):
+        t = qi[order[a]]
+        nblocks += term_blk_ptr[t + 1] - term_blk_ptr[t]
+    bs = np.empty(nblocks, np.float32)
+    bi = np.empty(nblocks, np.int64)
+    n = 0
+    for a in range(ncut):
+        t = qi[order[a]]
+        b0 = term_blk_ptr[t]
+        nbl = term_blk_ptr[t + 1] - b0
+        if nbl == 0:
+            continue
+        acc_dot[:nbl] = 0.0
+        acc_q[:nbl] = 0.0
+        e0 = ent_list_ptr[t]
+        elen = ent_list_ptr[t + 1] - e0
+        lo = comp_list_ptr[t]
+        c1 = comp_list_ptr[t + 1]
+        for j in range(nq):  # query terms ascending: binary search each among the list's components
+            term = qi[j]
+            hi_ = c1
+            while lo < hi_:
+                mid = (lo + hi_) >> 1
+                if comp_ids[mid] < term:
+                    lo = mid + 1
+                else:
+                    hi_ = mid
+            if lo >= c1:
+                break
+            if comp_ids[lo] != term:
+                continue
+            w = qv[j]
+            s0 = e0 + comp_off[lo]
+            s1 = e0 + (comp_off[lo + 1] if lo + 1 < c1 else elen)
+            for x in range(s0, s1):
+                bl = ent_blk[x]
+                acc_dot[bl] += w * np.float32(ent_code[x])
+                acc_q[bl] += w
+            lo += 1
+        for bl in range(nbl):
+            bs[n] = sum_min[b0 + bl] * acc_q[bl] + sum_step[b0 + bl] * acc_dot[bl]
+            bi[n] = b0 + bl
+            n += 1
+    stats[0] += n
+    for p in range(n // 2 - 1, -1, -1):
+        _block_sift_down(bs, bi, n, p)
+    hs = np.empty(k, np.float32)
+    hi = np.empty(k, np.int64)
+    size = 0
+    while n > 0:
+        top = bs[0]
+        b = bi[0]
+        if size == k and top < heap_factor * hs[0]:
+            break
+        n -= 1
+        bs[0] = bs[n]
+        bi[0] = bi[n]
+        _block_sift_down(bs, bi, n, 0)
+        p_end = blk_doc_ptr[b + 1]
+        for p in range(blk_doc_ptr[b], p_end):
+            if p + 2 < p_end:  # the forward vectors are random accesses: fetch two docs ahead
+                a2 = fwd_ptr[blk_docs[p + 2]]
+                prefetch(fwd_idx, a2)
+                prefetch(fwd_val, a2)
+            d = blk_docs[p]
+            if visited[d] == stamp:
+                continue
+            visited[d] = stamp
+            s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, d, qdense)
+            size = heap_push(hs, hi, size, k, s, d)
+            stats[2] += 1
+        stats[1] += 1
+    if n_knn > 0 and knn.shape[1] > 0:
+        m = min(n_knn, knn.shape[1])
+        found = hi[:size].copy()
+        for x in range(found.shape[0]):
+            d0 = found[x]
+            for j in range(m):
+                d = knn[d0, j]
+                if d < 0 or visited[d] == stamp:
+                    continue
+                visited[d] = stamp
+                s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, d, qdense)
+                size = heap_push(hs, hi, size, k, s, d)
+    for j in range(nq):
+        qdense[qi[j]] = 0.0
+    heap_sorted_into(hs, hi, size, out_s, out_i)
+
+
+@numba.njit(parallel=True, cache=True)
+def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                         comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                         knn, dim, max_blocks, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
+                         out_s, out_i, stats):
+    n_docs = fwd_ptr.shape[0] - 1
+    nq = q_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        qdense = np.zeros(dim, np.float32)
+        visited = np.zeros(n_docs, np.int32)
+        acc_dot = np.zeros(max_blocks, np.float32)
+        acc_q = np.zeros(max_blocks, np.float32)
+        stamp = 0
+        for q in range(c, nq, n_chunks):
+            stamp += 1
+            a, b = q_ptr[q], q_ptr[q + 1]
+            seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                               comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                               knn, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, qdense, visited, stamp,
+                               acc_dot, acc_q, out_s[q], out_i[q], stats[q])
+
+
+# ------------------------------------------------------------------------------------------- build: pruning
+@numba.njit(parallel=True, cache=True)
+def prune_count(inv_ptr, inv_vals, threshold, cap):
+    dim = inv_ptr.shape[0] - 1
+    counts = np.zeros(dim, np.int64)
+    for t in prange(dim):
+        c = 0
+        for p in range(inv_ptr[t], inv_ptr[t + 1]):
+            if inv_vals[p] >= threshold:
+                c += 1
+        counts[t] = min(c, cap)
+    return counts
+
+
+@numba.njit(parallel=True, cache=True)
+def prune_fill(inv_ptr, inv_docs, inv_vals, threshold, new_ptr, out_docs, out_vals):
+    """Keep, per list, the heaviest postings >= threshold up to the list's count (docs ascending)."""
+    dim = inv_ptr.shape[0] - 1
+    for t in prange(dim):
+        a, b = inv_ptr[t], inv_ptr[t + 1]
+        keep = new_ptr[t + 1] - new_ptr[t]
+        if keep == 0:
+            continue
+        vals = inv_vals[a:b]
+        order = np.argsort(-vals, kind="mergesort")[:keep]
+        order.sort()
+        o = new_ptr[t]
+        for x in range(keep):
+            out_docs[o + x] = inv_docs[a + order[x]]
+            out_vals[o + x] = vals[order[x]]
+
+
+# ------------------------------------------------------------------------------------------- build: blocking
+@numba.njit(inline="always")
+def _scatter(fwd_ptr, fwd_idx, fwd_val, lut, d, dense, scale):
+    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+        dense[fwd_idx[j]] += scale * value_at(fwd_val, j, lut)
+
+
+@numba.njit(inline="always")
+def _clear(fwd_ptr, fwd_idx, d, dense):
+    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+        dense[fwd_idx[j]] = 0.0
+
+
+@numba.njit(inline="always")
+def _cut_dot(cut_ptr, cut_idx, cut_val, d, dense):
+    s = np.float32(0.0)
+    for j in range(cut_ptr[d], cut_ptr[d + 1]):
+        s += dense[cut_idx[j]] * cut_val[j]
+    return s
+
+
+@numba.njit
+def _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense,
+            best, best_s, only):
+    """For docs (mask ``only`` if given), the alive centroid doc with the highest doc_cut dot product."""
+    for c in range(cents.shape[0]):
+        if not alive[c]:
+            continue
+        _scatter(fwd_ptr, fwd_idx, fwd_val, lut, cents[c], dense, np.float32(1.0))
+        for x in range(docs.shape[0]):
+            if only.shape[0] > 0 and not only[x]:
+                continue
+            s = _cut_dot(cut_ptr, cut_idx, cut_val, docs[x], dense)
+            if s > best_s[x]:
+                best_s[x] = s
+                best[x] = c
+        _clear(fwd_ptr, fwd_idx, cents[c], dense)
+
+
+@numba.njit
+def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, fwd_idx, fwd_val, lut,
+                  cut_ptr, cut_idx, cut_val, dense):
+    """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1)."""
+    m = docs.shape[0]
+    labels = np.zeros(m, np.int64)
+    if n_cent <= 1 or m <= min_cluster_size:
+        return labels, 1
+    np.random.seed(seed)
+    perm = np.arange(m)
+    for i in range(n_cent):  # partial Fisher-Yates: n_cent distinct random docs as centroids
+        j = i + np.random.randint(0, m - i)
+        perm[i], perm[j] = perm[j], perm[i]
+    cents = docs[perm[:n_cent]].copy()
+    alive = np.ones(n_cent, np.bool_)
+    none = np.zeros(0, np.bool_)
+    best_s = np.full(m, -1.0, np.float32)
+    _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, labels, best_s,
+            none)
+    if kmeans_iters > 0:
+        # k-means refinement: centroids become the means of their members (dense, over all their terms)
+        counts = np.zeros(n_cent, np.int64)
+        for it in range(kmeans_iters):
+            counts[:] = 0
+            for x in range(m):
+                counts[labels[x]] += 1
+            new_best = np.zeros(m, np.int64)
+            new_s = np.full(m, -1.0, np.float32)
+            member_order = np.argsort(labels, kind="mergesort")
+            start = 0
+            for c in range(n_cent):
+                cnt = counts[c]
+                if cnt == 0:
+                    continue
+                for y in range(start, start + cnt):
+                    _scatter(fwd_ptr, fwd_idx, fwd_val, lut, docs[member_order[y]], dense, np.float32(1.0 / cnt))
+                for x in range(m):
+                    s = _cut_dot(cut_ptr, cut_idx, cut_val, docs[x], dense)
+                    if s > new_s[x]:
+                        new_s[x] = s
+                        new_best[x] = c
+                for y in range(start, start + cnt):
+                    _clear(fwd_ptr, fwd_idx, docs[member_order[y]], dense)
+                start += cnt
+            labels = new_best
+    # dissolve clusters smaller than min_cluster_size into their members' next best cluster
+    counts = np.zeros(n_cent, np.int64)
+    for x in range(m):
+        counts[labels[x]] += 1
+    orphan = np.zeros(m, np.bool_)
+    n_orphan = 0
+    n_alive = 0
+    for c in range(n_cent):
+        alive[c] = counts[c] >= min_cluster_size
+        n_alive += alive[c]
+    if n_alive == 0:
+        labels[:] = 0
+        return labels, 1
+    for x in range(m):
+        if not alive[labels[x]]:
+            orphan[x] = True
+            n_orphan += 1
+            best_s[x] = -1.0
+    if n_orphan > 0:
+        # orphans join the alive *seed* doc they are closest to (as in the one-shot assignment)
+        _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, labels,
+                best_s, orphan)
+    remap = np.full(n_cent, -1, np.int64)
+    nc = 0
+    for c in range(n_cent):
+        if alive[c]:
+            remap[c] = nc
+            nc += 1
+    for x in range(m):
+        labels[x] = remap[labels[x]]
+    return labels, nc
+
+
+@numba.njit(parallel=True, cache=True)
+def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
+                centroid_fraction, min_cluster_size, kmeans_iters, seed, order, n_chunks, out_docs, blk_sizes, n_blocks):
+    """Cluster every posting list; docs reordered by (block, doc id) into out_docs, block sizes at post_ptr[t]."""
+    n_terms = post_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        dense = np.zeros(dim, np.float32)
+        for o in range(c, n_terms, n_chunks):
+            t = order[o]
+            a, b = post_ptr[t], post_ptr[t + 1]
+            m = b - a
+            if m == 0:
+                n_blocks[t] = 0
+                continue
+            docs = post_docs[a:b]
+            n_cent = max(1, int(np.ceil(centroid_fraction * m)))
+            labels, nc = _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed + t, fwd_ptr, fwd_idx,
+                                       fwd_val, lut, cut_ptr, cut_idx, cut_val, dense)
+            key = labels * (np.int64(fwd_ptr.shape[0])) + docs.astype(np.int64)
+            srt = np.argsort(key)
+            for x in range(m):
+                out_docs[a + x] = docs[srt[x]]
+            sizes = np.zeros(nc, np.int64)
+            for x in range(m):
+                sizes[labels[x]] += 1
+            for j in range(nc):
+                blk_sizes[a + j] = sizes[j]
+            n_blocks[t] = nc
+
+
+@numba.njit(parallel=True, cache=True)
+def doc_cut_arrays(fwd_ptr, fwd_idx, fwd_val, lut, doc_cut, cut_ptr, cut_idx, cut_val):
+    """Each document's doc_cut heaviest entries (clustering works on this approximation)."""
+    n = fwd_ptr.shape[0] - 1
+    for d in prange(n):
+        a, b = fwd_ptr[d], fwd_ptr[d + 1]
+        vals = np.empty(b - a, np.float32)
+        for j in range(a, b):
+            vals[j - a] = value_at(fwd_val, j, lut)
+        order = np.argsort(-vals, kind="mergesort")
+        o = cut_ptr[d]
+        for x in range(cut_ptr[d + 1] - o):
+            cut_idx[o + x] = fwd_idx[a + order[x]]
+            cut_val[o + x] = vals[order[x]]
+
+
+# ------------------------------------------------------------------------------------------- build: summaries
+@numba.njit
+def _block_summary(blk_docs, a, b, fwd_ptr, fwd_idx, fwd_val, lut, dense, energy, out_t, out_v):
+    """Coordinate-wise max of the block's docs, truncated to at least `energy` of its L1 mass.
+
+    The heaviest entries are kept until their mass reaches ``energy`` x total; the cut is found with a
+    256-bin histogram (O(n)) and a sort of the boundary bin only. Writes (term, value) pairs, returns the count.
+    Zero weights never reach here (the build drops them), so 0 in ``dense`` means "not seen".
+    """
+    n = 0
+    for p in range(a, b):
+        d = blk_docs[p]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            t = fwd_idx[j]
+            v = value_at(fwd_val, j, lut)
+            if dense[t] == 0.0:
+                out_t[n] = t
+                n += 1
+                dense[t] = v
+            elif v > dense[t]:
+                dense[t] = v
+    mx = np.float32(0.0)
+    total = 0.0
+    for x in range(n):
+        v = dense[out_t[x]]
+        out_v[x] = v
+        dense[out_t[x]] = 0.0
+        total += v
+        if v > mx:
+            mx = v
+    if n == 0 or mx <= 0:
+        return n
+    hist = np.zeros(256, np.float64)
+    scale = np.float32(255.999) / mx
+    for x in range(n):
+        hist[int(out_v[x] * scale)] += out_v[x]
+    target = energy * total
+    acc = 0.0
+    cut = 255
+    while cut > 0:
+        if acc + hist[cut] >= target:
+            break
+        acc += hist[cut]
+        cut -= 1
+    # whole bins above `cut` are kept; inside the boundary bin only the heaviest values still needed
+    need = target - acc
+    nb_ = 0
+    for x in range(n):
+        if int(out_v[x] * scale) == cut:
+            nb_ += 1
+    bvals = np.empty(nb_, np.float32)
+    i = 0
+    for x in range(n):
+        if int(out_v[x] * scale) == cut:
+            bvals[i] = out_v[x]
+            i += 1
+    bvals.sort()
+    thr = bvals[0] if nb_ > 0 else np.float32(0.0)
+    got = 0.0
+    for i in range(nb_ - 1, -1, -1):
+        got += bvals[i]
+        thr = bvals[i]
+        if got >= need:
+            break
+    keep = 0
+    for x in range(n):
+        bn = int(out_v[x] * scale)
+        if bn > cut or (bn == cut and out_v[x] >= thr):
+            out_t[keep] = out_t[x]
+            out_v[keep] = out_v[x]
+            keep += 1
+    return keep
+
+
+@numba.njit(parallel=True, cache=True)
+def summary_counts(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks):
+    """Pass 1: the number of entries each block's summary keeps."""
+    nb = blk_doc_ptr.shape[0] - 1
+    counts = np.zeros(nb, np.int64)
+    for c in prange(n_chunks):
+        dense = np.zeros(dim, np.float32)
+        out_t = np.empty(dim, np.int64)
+        out_v = np.empty(dim, np.float32)
+        for b in range(c, nb, n_chunks):
+            counts[b] = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
+                                       dense, energy, out_t, out_v)
+    return counts
+
+
+@numba.njit(parallel=True, cache=True)
+def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks,
+                 sum_ptr, sum_idx, sum_codes, sum_min, sum_step):
+    """Pass 2: recompute each summary and store it 8-bit quantized, codes rounded *up* (min + code*step >= v)."""
+    nb = blk_doc_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        dense = np.zeros(dim, np.float32)
+        out_t = np.empty(dim, np.int64)
+        vals = np.empty(dim, np.float32)
+        for b in range(c, nb, n_chunks):
+            m = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
+                               dense, energy, out_t, vals)
+            w = sum_ptr[b]
+            if m == 0:
+                sum_min[b] = 0.0
+                sum_step[b] = 0.0
+                continue
+            mn = vals[:m].min()
+            mx = vals[:m].max()
+            step = np.float32((mx - mn) / np.float32(255.0))
+            if step > 0:
+                while mn + np.float32(255.0) * step < mx:
+                    step = np.float32(step * np.float32(1.0000001))
+            sum_min[b] = mn
+            sum_step[b] = step
+            for x in range(m):
+                sum_idx[w + x] = out_t[x]
+                if step > 0:
+                    code = min(max(int(np.ceil((vals[x] - mn) / step)), 0), 255)
+                    while code < 255 and mn + np.float32(code) * step < vals[x]:
+                        code += 1
+                    sum_codes[w + x] = code
+                else:
+                    sum_codes[w + x] = 0
+
+
+# ------------------------------------------------------------------------------------------- build: transposition
+@numba.njit(parallel=True, cache=True)
+def summary_comp_counts(term_blk_ptr, sum_ptr, sum_idx, dim, n_chunks):
+    """Distinct summary terms per posting list (the list's summary 'components')."""
+    n_terms = term_blk_ptr.shape[0] - 1
+    out = np.zeros(n_terms, np.int64)
+    for c in prange(n_chunks):
+        mark = np.full(dim, -1, np.int64)
+        for t in range(c, n_terms, n_chunks):
+            n = 0
+            for j in range(sum_ptr[term_blk_ptr[t]], sum_ptr[term_blk_ptr[t + 1]]):
+                if mark[sum_idx[j]] != t:
+                    mark[sum_idx[j]] = t
+                    n += 1
+            out[t] = n
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, comp_list_ptr, comp_ids, comp_off,
+                      ent_blk, ent_code):
+    """Block-major summaries of each list -> component-major: for each term of the list's summaries,
+    the (local block, code) entries holding it, blocks ascending. Offsets are relative to the list start."""
+    n_terms = term_blk_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        cnt = np.zeros(dim, np.int64)
+        pos = np.zeros(dim, np.int64)
+        for t in range(c, n_terms, n_chunks):
+            b0, b1 = term_blk_ptr[t], term_blk_ptr[t + 1]
+            e0, e1 = sum_ptr[b0], sum_ptr[b1]
+            c0, c1 = comp_list_ptr[t], comp_list_ptr[t + 1]
+            if c1 == c0:
+                continue
+            n = 0
+            for j in range(e0, e1):
+                tt = sum_idx[j]
+                if cnt[tt] == 0:
+                    comp_ids[c0 + n] = tt
+                    n += 1
+                cnt[tt] += 1
+            comp_ids[c0:c1].sort()
+            off = 0
+            for g in range(c0, c1):
+                tt = comp_ids[g]
+                comp_off[g] = off
+                pos[tt] = off
+                off += cnt[tt]
+                cnt[tt] = 0
+            for b in range(b0, b1):
+                for j in range(sum_ptr[b], sum_ptr[b + 1]):
+                    x = e0 + pos[sum_idx[j]]
+                    ent_blk[x] = b - b0
+                    ent_code[x] = sum_codes[j]
+                    pos[sum_idx[j]] += 1
