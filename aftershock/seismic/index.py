@@ -62,14 +62,12 @@ def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
     ent_list_ptr = sum_ptr[term_blk_ptr]
     max_blocks = int(np.diff(term_blk_ptr).max()) if term_blk_ptr.shape[0] > 1 else 0
     blk_dt = np.uint16 if max_blocks <= 65536 else np.uint32
-    max_entries = int(np.diff(ent_list_ptr).max()) if ent_list_ptr.shape[0] > 1 else 0
-    off_dt = np.uint32 if max_entries < 2**32 else np.int64
     out = dict(comp_list_ptr=comp_list_ptr, comp_ids=np.empty(comp_list_ptr[-1], tdt),
-               comp_off=np.empty(comp_list_ptr[-1], off_dt), ent_list_ptr=ent_list_ptr.astype(np.int64),
+               comp_cnt=np.empty(comp_list_ptr[-1], blk_dt), ent_list_ptr=ent_list_ptr.astype(np.int64),
                ent_blk=np.empty(sum_ptr[-1], blk_dt), ent_code=np.empty(sum_ptr[-1], np.uint8),
                sum_min=sums["sum_min"], sum_step=sums["sum_step"])
     K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, comp_list_ptr,
-                        out["comp_ids"], out["comp_off"], out["ent_blk"], out["ent_code"])
+                        out["comp_ids"], out["comp_cnt"], out["ent_blk"], out["ent_code"])
     return out
 
 
@@ -185,11 +183,21 @@ class ExactIndex(BaseIndex):
 class SeismicIndex(BaseIndex):
     """Seismic (Bruch et al., SIGIR 2024): pruned posting lists split into clustered blocks, each with a
     quantized summary; a query visits blocks best-first, skipping those whose summary score is below
-    ``heap_factor`` x the k-th best score so far, and rescoring documents from the forward index."""
+    ``heap_factor`` x the k-th best score so far, and rescoring documents from the forward index.
+
+    Arrays (all flat, memory-mappable): forward index ``fwd_ptr/fwd_idx/fwd_val`` (term ids uint16 when
+    dim <= 65536 else uint32; values float16 bits or float32); blocks ``term_blk_ptr`` (term -> blocks),
+    ``blk_doc_ptr/blk_docs`` (block -> doc rows); summaries stored component-major per posting list:
+    ``comp_list_ptr`` (term -> its list's summary terms), ``comp_ids`` (those terms, ascending),
+    ``comp_cnt`` (entries per summary term), ``ent_list_ptr`` (term -> its list's entries), ``ent_blk``
+    (block within the list), ``ent_code`` (uint8 code); value = ``sum_min[b] + code * sum_step[b]``.
+    A query scans each selected list's summary terms against its dense vector, so it touches only the
+    summary entries of its own terms. ``knn`` is the (n_docs, knn) neighbour graph, -1 padded.
+    """
 
     kind = "seismic"
     ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "comp_list_ptr",
-              "comp_ids", "comp_off", "ent_list_ptr", "ent_blk", "ent_code", "sum_min", "sum_step", "knn")
+              "comp_ids", "comp_cnt", "ent_list_ptr", "ent_blk", "ent_code", "sum_min", "sum_step", "knn")
 
     def __init__(self, arrays: dict, dim: int, doc_ids, config: SeismicConfig, vocab=None, build_stats=None):
         for name in self.ARRAYS:
@@ -351,7 +359,7 @@ class SeismicIndex(BaseIndex):
         numba.set_num_threads(nt)
         stats = np.zeros((len(queries), 3), np.int64)
         K.seismic_search_batch(self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr,
-                               self.blk_doc_ptr, self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_off,
+                               self.blk_doc_ptr, self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt,
                                self.ent_list_ptr, self.ent_blk, self.ent_code, self.sum_min, self.sum_step,
                                self.knn if knn_graph is None else knn_graph, self.dim, self.max_blocks,
                                queries.indptr, queries.indices, queries.values, k, params.query_cut,

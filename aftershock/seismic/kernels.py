@@ -167,7 +167,7 @@ def _block_sift_down(bs, bi, size, pos):
 
 @numba.njit
 def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                       comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step, knn,
+                       comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step, knn,
                        qi, qv, k, query_cut, heap_factor, n_knn, qdense, visited, stamp, acc_dot, acc_q,
                        out_s, out_i, stats):
     """One query: best-first block visiting with summary pruning, then optional kNN refinement."""
@@ -195,30 +195,21 @@ def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr
         acc_dot[:nbl] = 0.0
         acc_q[:nbl] = 0.0
         e0 = ent_list_ptr[t]
-        elen = ent_list_ptr[t + 1] - e0
-        lo = comp_list_ptr[t]
+        c0 = comp_list_ptr[t]
         c1 = comp_list_ptr[t + 1]
-        for j in range(nq):  # query terms ascending: binary search each among the list's components
-            term = qi[j]
-            hi_ = c1
-            while lo < hi_:
-                mid = (lo + hi_) >> 1
-                if comp_ids[mid] < term:
-                    lo = mid + 1
-                else:
-                    hi_ = mid
-            if lo >= c1:
-                break
-            if comp_ids[lo] != term:
+        # the list's summary components, scanned against the dense query (sequential reads);
+        # comp_cnt[g] entries per component, so offsets are a running sum
+        s1 = e0
+        for g in range(c0, c1):
+            s0 = s1
+            s1 = s0 + np.int64(comp_cnt[g])
+            w = qdense[comp_ids[g]]
+            if w == 0.0:
                 continue
-            w = qv[j]
-            s0 = e0 + comp_off[lo]
-            s1 = e0 + (comp_off[lo + 1] if lo + 1 < c1 else elen)
             for x in range(s0, s1):
                 bl = ent_blk[x]
                 acc_dot[bl] += w * np.float32(ent_code[x])
                 acc_q[bl] += w
-            lo += 1
         for bl in range(nbl):
             bs[n] = sum_min[b0 + bl] * acc_q[bl] + sum_step[b0 + bl] * acc_dot[bl]
             bi[n] = b0 + bl
@@ -271,7 +262,7 @@ def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr
 
 @numba.njit(parallel=True, cache=True)
 def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                         comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                         comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
                          knn, dim, max_blocks, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
                          out_s, out_i, stats):
     n_docs = fwd_ptr.shape[0] - 1
@@ -286,7 +277,7 @@ def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_p
             stamp += 1
             a, b = q_ptr[q], q_ptr[q + 1]
             seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                               comp_list_ptr, comp_ids, comp_off, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                               comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
                                knn, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, qdense, visited, stamp,
                                acc_dot, acc_q, out_s[q], out_i[q], stats[q])
 
@@ -630,10 +621,10 @@ def summary_comp_counts(term_blk_ptr, sum_ptr, sum_idx, dim, n_chunks):
 
 
 @numba.njit(parallel=True, cache=True)
-def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, comp_list_ptr, comp_ids, comp_off,
+def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, comp_list_ptr, comp_ids, comp_cnt,
                       ent_blk, ent_code):
-    """Block-major summaries of each list -> component-major: for each term of the list's summaries,
-    the (local block, code) entries holding it, blocks ascending. Offsets are relative to the list start."""
+    """Block-major summaries of each list -> component-major: for each term of the list's summaries
+    (ascending), its number of entries and the (local block, code) entries holding it, blocks ascending."""
     n_terms = term_blk_ptr.shape[0] - 1
     for c in prange(n_chunks):
         cnt = np.zeros(dim, np.int64)
@@ -655,7 +646,7 @@ def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, 
             off = 0
             for g in range(c0, c1):
                 tt = comp_ids[g]
-                comp_off[g] = off
+                comp_cnt[g] = cnt[tt]
                 pos[tt] = off
                 off += cnt[tt]
                 cnt[tt] = 0
