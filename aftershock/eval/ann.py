@@ -264,17 +264,24 @@ def _no_gc():
             gc.enable()
 
 
-def _time_each(call, items) -> tuple[np.ndarray, list]:
+def _cpu_s() -> float:
+    return time.process_time()  # CPU seconds of all the process's threads (os.times ticks are too coarse)
+
+
+def _time_each(call, items) -> tuple[np.ndarray, list, float]:
+    """(ns of each call, one per item; the results; the loop's CPU/wall ratio = cores kept busy)."""
     pc = time.perf_counter_ns
     ns = np.empty(len(items), np.int64)
     out = []
     with _no_gc():
+        c0, w0 = _cpu_s(), time.perf_counter()
         for i, it in enumerate(items):
             t0 = pc()
             r = call(it)
             ns[i] = pc() - t0
             out.append(r)
-    return ns, out
+        wall, cpu = time.perf_counter() - w0, _cpu_s() - c0
+    return ns, out, (cpu / wall if wall > 0 else float("nan"))
 
 
 def _empty_query(dim: int):
@@ -286,28 +293,19 @@ def _empty_query(dim: int):
 
 def _call_overhead_us(call, n: int = 200) -> float:
     call()
-    ns, _ = _time_each(lambda _: call(), range(n))
+    ns, _, _ = _time_each(lambda _: call(), range(n))
     return float(ns.mean() / 1e3)
 
 
-_LAST_CPU_RATIO: list[float] = []
-
-
-def _cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _time_once(call) -> tuple[float, object]:
-    """Wall seconds of one call; the CPU/wall ratio (cores busy on average) goes to _LAST_CPU_RATIO."""
+def _time_once(call) -> tuple[float, object, float]:
+    """(wall seconds of one call, its result, its CPU/wall ratio = cores kept busy on average)."""
     with _no_gc():
         c0 = _cpu_s()
         t0 = time.perf_counter()
         r = call()
         wall = time.perf_counter() - t0
         c1 = _cpu_s()
-    _LAST_CPU_RATIO[:] = [(c1 - c0) / wall if wall > 0 else float("nan")]
-    return wall, r
+    return wall, r, ((c1 - c0) / wall if wall > 0 else float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- children
@@ -321,20 +319,19 @@ def _child_exact(job, docs, queries) -> dict:
     build_s = time.perf_counter() - t0
     index.search(queries[:1], k, threads=1)  # JIT warm-up (or cache load)
     index.search(queries[: min(nq, 64)], k, threads=T)
-    batch_s, gt = _time_once(lambda: index.search(queries, k, threads=T))
-    cores = _LAST_CPU_RATIO[0]
+    batch_s, gt, cores = _time_once(lambda: index.search(queries, k, threads=T))
     _log(name, f"ground truth for {nq} queries: {batch_s:.2f} s on {T} thread(s)")
     n_single = nq if job["timed"] else min(nq, N_SCIPY)
     singles = [queries[i:i + 1] for i in range(n_single)]
-    ns, res = _time_each(lambda q: index.search(q, k, threads=1), singles)
+    ns, res, single_cores = _time_each(lambda q: index.search(q, k, threads=1), singles)
     mean_us, p99_us = _stats_us(ns)
     single_ids = np.vstack([r.ids for r in res]) if res else np.zeros((0, k), np.int64)
     _log(name, f"1 thread, one query per call: {mean_us:.1f} µs mean over {n_single} queries")
     empty = _empty_query(docs.dim)
     overhead = _call_overhead_us(lambda: index.search(empty, k, threads=1))
-    batch1_s = None
+    batch1_s = cores1 = None
     if job["timed"] and T > 1:
-        batch1_s, _ = _time_once(lambda: index.search(queries, k, threads=1))
+        batch1_s, _, cores1 = _time_once(lambda: index.search(queries, k, threads=1))
 
     # scipy reference: one query at a time, D^T precomputed as CSR (term -> docs), top-k by argpartition
     n_sp = min(nq, N_SCIPY)
@@ -351,17 +348,19 @@ def _child_exact(job, docs, queries) -> dict:
         return idx[np.argsort(-data, kind="stable")]
 
     scipy_topk(qrows[0]) if qrows else None
-    sp_ns, sp_res = _time_each(scipy_topk, qrows)
+    sp_ns, sp_res, _ = _time_each(scipy_topk, qrows)
     sp_ids = np.full((n_sp, k), -1, np.int64)
     for i, r in enumerate(sp_res):
         sp_ids[i, : r.size] = r
     sp_mean, sp_p99 = _stats_us(sp_ns)
     _log(name, f"scipy: {sp_mean:.1f} µs/query over {n_sp} queries")
     return {
-        "gt_ids": gt.ids, "build_s": build_s, "call_overhead_us": overhead, "index_bytes": index.nbytes(), "index_bytes_source": "nbytes()",
+        "gt_ids": gt.ids, "build_s": build_s, "call_overhead_us": overhead, "index_bytes": index.nbytes(),
+        "index_bytes_source": "nbytes()",
         "points": [{"query_cut": None, "heap_factor": None, "mean_us": mean_us, "p99_us": p99_us,
                     "n_timed": n_single, "batch_qps": nq / batch_s if batch_s > 0 else float("nan"),
-                    "batch_qps_1t": (nq / batch1_s) if batch1_s else None, "batch_cores": cores, "ids": gt.ids,
+                    "batch_qps_1t": (nq / batch1_s) if batch1_s else None, "batch_cores": cores,
+                    "batch_cores_1t": cores1, "single_cores": single_cores, "ids": gt.ids,
                     "single_matches_batch": float(np.mean(single_ids == gt.ids[:n_single])) if n_single else 1.0}],
         "ref": {"aftershock_exact_us": mean_us, "aftershock_exact_p99_us": p99_us, "aftershock_exact_n": n_single,
                 "scipy_exact_us": sp_mean, "scipy_exact_p99_us": sp_p99, "scipy_exact_n": n_sp,
@@ -392,20 +391,18 @@ def _child_aftershock(job, docs, queries) -> dict:
                                                       threads=1))
     points = []
     for qc, hf in job["sweep"]:
-        ns, res = _time_each(lambda q: index.search(q, k, query_cut=qc, heap_factor=hf, n_knn=n_knn, threads=1),
-                             singles)
+        knobs = dict(query_cut=qc, heap_factor=hf, n_knn=n_knn)
+        ns, res, single_cores = _time_each(lambda q: index.search(q, k, threads=1, **knobs), singles)
         ids = np.vstack([r.ids for r in res]) if res else np.zeros((0, k), np.int64)
-        batch_s, bres = _time_once(lambda: index.search(queries, k, query_cut=qc, heap_factor=hf, n_knn=n_knn,
-                                                        threads=T))
-        cores = _LAST_CPU_RATIO[0]
+        batch_s, bres, cores = _time_once(lambda: index.search(queries, k, threads=T, **knobs))
         stats = dict(getattr(index, "last_stats", {}) or {})  # per-query means over the batch
-        batch1_s = None
+        batch1_s = cores1 = None
         if T > 1:
-            batch1_s, _ = _time_once(lambda: index.search(queries, k, query_cut=qc, heap_factor=hf, n_knn=n_knn,
-                                                          threads=1))
+            batch1_s, _, cores1 = _time_once(lambda: index.search(queries, k, threads=1, **knobs))
         mean_us, p99_us = _stats_us(ns)
         points.append({"query_cut": qc, "heap_factor": hf, "mean_us": mean_us, "p99_us": p99_us, "n_timed": nq,
-                       "batch_qps": nq / batch_s, "batch_qps_1t": (nq / batch1_s) if batch1_s else None, "batch_cores": cores,
+                       "batch_qps": nq / batch_s, "batch_qps_1t": (nq / batch1_s) if batch1_s else None,
+                       "batch_cores": cores, "batch_cores_1t": cores1, "single_cores": single_cores,
                        "ids": ids, "single_matches_batch": float(np.mean(bres.ids == ids)) if nq else 1.0,
                        "search_stats": stats})
         _log(name, f"query_cut={qc} heap_factor={hf}: {mean_us:.1f} µs mean, {nq / batch_s:.0f} QPS on {T} thr")
@@ -482,17 +479,18 @@ def _child_seismic(job, docs, queries) -> dict:
     overhead = _call_overhead_us(lambda: index.search(ec, ev, k, qc0, hf0, n_knn, True))
     points = []
     for qc, hf in job["sweep"]:
-        ns, res = _time_each(lambda cv: index.search(cv[0], cv[1], k, qc, hf, n_knn, True), qs)
+        ns, res, single_cores = _time_each(lambda cv: index.search(cv[0], cv[1], k, qc, hf, n_knn, True), qs)
         ids = to_ids(res)
-        batch_s, bres = _time_once(lambda: index.batch_search(q_bin, k, qc, hf, n_knn, True, num_threads=T))
-        cores = _LAST_CPU_RATIO[0]
-        batch1_s = None
-        if T > 1:
-            batch1_s, _ = _time_once(lambda: index.batch_search(q_bin, k, qc, hf, n_knn, True, num_threads=1))
+        batch_s, bres, cores = _time_once(lambda: index.batch_search(q_bin, k, qc, hf, n_knn, True, num_threads=T))
+        batch1_s = cores1 = None
+        if T > 1:  # pyseismic-lsr 0.5.4 seems to ignore num_threads (global Rayon pool): see batch_cores_1t
+            batch1_s, _, cores1 = _time_once(lambda: index.batch_search(q_bin, k, qc, hf, n_knn, True,
+                                                                        num_threads=1))
         bids = to_ids(bres) if len(bres) == nq else None
         mean_us, p99_us = _stats_us(ns)
         points.append({"query_cut": qc, "heap_factor": hf, "mean_us": mean_us, "p99_us": p99_us, "n_timed": nq,
-                       "batch_qps": nq / batch_s, "batch_qps_1t": (nq / batch1_s) if batch1_s else None, "batch_cores": cores,
+                       "batch_qps": nq / batch_s, "batch_qps_1t": (nq / batch1_s) if batch1_s else None,
+                       "batch_cores": cores, "batch_cores_1t": cores1, "single_cores": single_cores,
                        "ids": ids, "batch_ids": bids,
                        "single_matches_batch": float(np.mean(bids == ids)) if bids is not None and nq else None})
         _log(name, f"query_cut={qc} heap_factor={hf}: {mean_us:.1f} µs mean, {nq / batch_s:.0f} QPS on {T} thr")
@@ -555,7 +553,16 @@ def _run_child(ctx, job, data) -> dict:
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_entry, args=(child_conn, job, data if ctx.get_start_method() == "fork" else None),
                        name=f"bench-{job['name']}")
-    proc.start()
+    main_mod = sys.modules.get("__main__")
+    main_file = getattr(main_mod, "__file__", None)
+    hide = ctx.get_start_method() != "fork" and main_file is not None and not os.path.isfile(main_file)
+    if hide:  # e.g. `python - < script`: spawn would try to re-run "<stdin>" in the child
+        del main_mod.__file__
+    try:
+        proc.start()
+    finally:
+        if hide:
+            main_mod.__file__ = main_file
     child_conn.close()
     try:
         out = parent_conn.recv()
@@ -576,11 +583,25 @@ def _f(x, fmt: str, na: str = "n/a") -> str:
     return format(x, fmt)
 
 
-def _speedup(points) -> tuple[float | None, float | None, float | None]:
-    r = [p["batch_qps"] / p["batch_qps_1t"] for p in points if p.get("batch_qps_1t")]
+# pyseismic's "1-thread" batch that kept more cores busy did not run on one thread (num_threads ignored).
+# Not applied to Numba: set_num_threads(1) is reliable there, and OpenMP workers left spinning by the
+# previous T-thread call add CPU time to a short 1-thread call.
+ONE_THREAD_MAX_CORES = 1.3
+
+
+def _speedup(points, check_cores: bool = False) -> tuple[float | None, float | None, float | None]:
+    """Median (min, max) over sweep points of batch QPS on T threads / on 1 thread; with ``check_cores``
+    points whose 1-thread batch was not single-threaded (CPU/wall > ONE_THREAD_MAX_CORES) are left out."""
+    r = [p["batch_qps"] / p["batch_qps_1t"] for p in points
+         if p.get("batch_qps_1t") and (not check_cores or (p.get("batch_cores_1t") or 0) <= ONE_THREAD_MAX_CORES)]
     if not r:
         return None, None, None
     return float(np.median(r)), float(min(r)), float(max(r))
+
+
+def _not_single_threaded(points) -> float | None:
+    c = [p["batch_cores_1t"] for p in points if p.get("batch_qps_1t") and p.get("batch_cores_1t") is not None]
+    return float(np.median(c)) if c and all(x > ONE_THREAD_MAX_CORES for x in c) else None
 
 
 def _tables(report: dict) -> str:
@@ -601,8 +622,15 @@ def _tables(report: dict) -> str:
         if "error" in s:
             lines.append(f"| {name} | failed | | | | | {s['error'].splitlines()[0][:200]} |")
             continue
-        med, lo, hi = _speedup(s["points"])
-        sp = "n/a (1 thread)" if med is None else (f"{med:.2f}x" if lo == hi else f"{med:.2f}x ({lo:.2f}-{hi:.2f})")
+        check = name == "seismic"
+        med, lo, hi = _speedup(s["points"], check_cores=check)
+        busy = _not_single_threaded(s["points"]) if check else None
+        if med is not None:
+            sp = f"{med:.2f}x" if lo == hi else f"{med:.2f}x ({lo:.2f}-{hi:.2f})"
+        elif busy is not None:
+            sp = f"n/a: its 1-thread batch kept {busy:.1f} cores busy"
+        else:
+            sp = "n/a (1 thread)"
         notes = [f"bytes: {s['index_bytes_source']}"]
         if s.get("clustering"):
             notes.append(f"clustering={s['clustering']}")
@@ -613,12 +641,16 @@ def _tables(report: dict) -> str:
         cores = [p["batch_cores"] for p in s["points"] if p.get("batch_cores") is not None]
         if cores and T > 1:
             notes.append(f"batch kept {np.median(cores):.1f} of {T} cores busy (CPU/wall)")
+        sc = [p["single_cores"] for p in s["points"] if p.get("single_cores") is not None]
+        if sc and np.median(sc) > ONE_THREAD_MAX_CORES:
+            notes.append(f"WARNING: its one-query-per-call loop kept {np.median(sc):.1f} cores busy")
         if s.get("call_overhead_us") is not None:
             notes.append(f"empty-query call {s['call_overhead_us']:.1f} µs")
         rss, rss0 = s.get("peak_rss_kb"), s.get("rss_start_kb")
         lines.append(f"| {name} | {_f(s['build_s'], '.2f')} | "
                      f"{_f(s['index_bytes'] / 1e6 if s.get('index_bytes') else None, '.1f')} | "
-                     f"{_f(rss * 1024 / 1e6 if rss else None, '.0f')} | {_f(rss0 * 1024 / 1e6 if rss0 else None, '.0f')} | "
+                     f"{_f(rss * 1024 / 1e6 if rss else None, '.0f')} | "
+                     f"{_f(rss0 * 1024 / 1e6 if rss0 else None, '.0f')} | "
                      f"{sp} | {'; '.join(notes)} |")
     lines += ["", "| system | " + " | ".join(f"mean µs @ recall {t:.2f}" for t in TARGETS) + " |",
               "|---|" + "---:|" * len(TARGETS)]
@@ -647,7 +679,8 @@ def _header(report: dict) -> str:
     if ref:
         lines.append(f"- exact, Aftershock (1 thread, one query per call): {ref['aftershock_exact_us']:.1f} µs/query "
                      f"(p99 {ref['aftershock_exact_p99_us']:.1f}) over {ref['aftershock_exact_n']} queries")
-        lines.append(f"- exact, scipy (1 query @ D^T as CSR + argpartition top-k): {ref['scipy_exact_us']:.1f} µs/query "
+        lines.append("- exact, scipy (1 query @ D^T as CSR + argpartition top-k): "
+                     f"{ref['scipy_exact_us']:.1f} µs/query "
                      f"over the first {ref['scipy_exact_n']} queries (recall {ref['scipy_recall']:.4f})")
     for n in report["notes"]:
         lines.append(f"- note: {n}")
@@ -679,7 +712,8 @@ def _plot(report: dict, path: Path) -> str | None:
     if ref:
         ax.axvline(ref["aftershock_exact_us"], color="k", ls="-", lw=1, label=f"exact (Aftershock) "
                    f"{ref['aftershock_exact_us']:.0f} µs")
-        ax.axvline(ref["scipy_exact_us"], color="grey", ls="--", lw=1, label=f"exact (scipy) {ref['scipy_exact_us']:.0f} µs")
+        ax.axvline(ref["scipy_exact_us"], color="grey", ls="--", lw=1,
+                   label=f"exact (scipy) {ref['scipy_exact_us']:.0f} µs")
     for t in TARGETS:
         ax.axhline(t, color="grey", ls=":", lw=0.8)
     ax.set_xscale("log")
@@ -760,6 +794,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--k and --n-queries must be >= 1")
     if args.n_knn and not args.knn:
         parser.error(f"--n-knn {args.n_knn} needs a k-NN graph: pass --knn > 0")
+    from aftershock.errors import ConfigError
+    from aftershock.seismic.config import SeismicConfig
+
+    try:  # Aftershock's checks of the build parameters, before any data is read
+        SeismicConfig(n_postings=args.n_postings, max_fraction=args.max_fraction,
+                      centroid_fraction=args.centroid_fraction, min_cluster_size=args.min_cluster_size,
+                      summary_energy=args.summary_energy, doc_cut=args.doc_cut, knn=args.knn)
+    except ConfigError as e:
+        parser.error(str(e))
     limit = numba.config.NUMBA_NUM_THREADS
     if args.threads is None:
         args.threads = min(_cpu_count(), limit)
@@ -873,6 +916,11 @@ def main(argv: list[str] | None = None) -> int:
                 s["batch_order_note"] = (f"batch_search ids match single search for {min(m):.1%} of slots "
                                          "at worst (QPS only from batch)")
 
+    s = results.get("seismic")
+    if s and "error" not in s and _not_single_threaded(s["points"]) is not None:
+        notes.append("pyseismic-lsr's batch_search(num_threads=1) still ran on several cores (its global Rayon "
+                     f"pool, RAYON_NUM_THREADS={T} in its process), so its batch speed-up cannot be measured here; "
+                     "its batch QPS is on that pool")
     pareto: dict[str, dict] = {}
     for name, s in results.items():
         if "error" in s:
@@ -914,7 +962,8 @@ def main(argv: list[str] | None = None) -> int:
                         "vectors loaded by the parent before the fork (rss_start_kb: the child's RSS when it started; "
                         "parent_rss_kb_at_fork also counts the parent's shared-library pages, which a child only "
                         "counts once it touches them)",
-            "batch_cores": "process CPU seconds / wall seconds during the batch call: cores kept busy",
+            "batch_cores/batch_cores_1t/single_cores": "process CPU seconds / wall seconds during the T-thread batch "
+                                                       "call, the 1-thread batch call, the 1-query-per-call loop",
             "call_overhead_us": "mean µs of a search call with an empty query (1 thread): the fixed per-call cost",
             "pareto": "mean µs to reach a recall: linear interpolation on the Pareto frontier of (µs, recall)",
         },

@@ -8,6 +8,7 @@ padded with -inf / -1, rows in the order of the queries. ``ids`` are row numbers
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -208,6 +209,7 @@ class SeismicIndex(BaseIndex):
         self.vocab = vocab
         self.build_stats = build_stats or {}
         self.max_blocks = int(np.diff(self.term_blk_ptr).max()) if self.term_blk_ptr.shape[0] > 1 else 0
+        self._lock = threading.Lock()
 
     @property
     def n_docs(self) -> int:
@@ -352,19 +354,45 @@ class SeismicIndex(BaseIndex):
                               "(aftershock build --knn 10) or search with n_knn=0")
         return self._search_arrays(queries, k, params, _threads(params.threads))
 
+    def _scratch(self, n_chunks: int, nq: int):
+        """Per-thread scratch reused across calls (a dense query, visited stamps, block accumulators).
+
+        Allocating and zeroing a visited array of n_docs per call would dominate single-query latency;
+        stamps make reuse safe: each query gets a fresh stamp, and the arrays are re-zeroed before the
+        int32 stamp could wrap. Callers hold ``self._lock``.
+        """
+        sc = getattr(self, "_scratch_arrays", None)
+        if sc is None or sc[0].shape[0] < n_chunks:
+            sc = (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, self.n_docs), np.int32),
+                  np.zeros((n_chunks, max(self.max_blocks, 1)), np.float32),
+                  np.zeros((n_chunks, max(self.max_blocks, 1)), np.float32))
+            self._scratch_arrays, self._stamp = sc, 0
+        if self._stamp + nq + 1 >= np.iinfo(np.int32).max:
+            sc[1][:] = 0
+            self._stamp = 0
+        stamp0 = self._stamp
+        self._stamp += nq + 1
+        return sc, np.int32(stamp0)
+
     def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None) -> SearchResult:
         out_s, out_i = self._empty_result(len(queries), k)
         if len(queries) == 0:
             return SearchResult(out_s, out_i)
-        numba.set_num_threads(nt)
+        n_chunks = min(nt, len(queries))
         stats = np.zeros((len(queries), 3), np.int64)
-        K.seismic_search_batch(self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr,
-                               self.blk_doc_ptr, self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt,
-                               self.ent_list_ptr, self.ent_blk, self.ent_code, self.sum_min, self.sum_step,
-                               self.knn if knn_graph is None else knn_graph, self.dim, self.max_blocks,
-                               queries.indptr, queries.indices, queries.values, k, params.query_cut,
-                               np.float32(params.heap_factor), params.n_knn, min(nt, len(queries)), out_s, out_i,
-                               stats)
+        args = (self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr, self.blk_doc_ptr,
+                self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt, self.ent_list_ptr, self.ent_blk,
+                self.ent_code, self.sum_min, self.sum_step, self.knn if knn_graph is None else knn_graph,
+                queries.indptr, queries.indices, queries.values, k, params.query_cut,
+                np.float32(params.heap_factor), params.n_knn)
+        with self._lock:
+            (qdense, visited, acc_dot, acc_q), stamp0 = self._scratch(n_chunks, len(queries))
+            if n_chunks == 1:
+                K.seismic_search_serial(*args, out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0)
+            else:
+                numba.set_num_threads(nt)
+                K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, qdense, visited, acc_dot, acc_q,
+                                       stamp0)
         self.last_stats = {"blocks_scored": float(stats[:, 0].mean()), "blocks_visited": float(stats[:, 1].mean()),
                            "docs_scored": float(stats[:, 2].mean())}
         return SearchResult(out_s, out_i)

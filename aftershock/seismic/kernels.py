@@ -260,26 +260,46 @@ def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr
     heap_sorted_into(hs, hi, size, out_s, out_i)
 
 
+@numba.njit
+def _seismic_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                   comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                   knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                   qdense, visited, acc_dot, acc_q, stamp0):
+    """Queries c, c + n_chunks, ... with one thread's scratch (qdense zeroed on exit, stamps from stamp0)."""
+    nq = q_ptr.shape[0] - 1
+    stamp = stamp0
+    for q in range(c, nq, n_chunks):
+        stamp += 1
+        a, b = q_ptr[q], q_ptr[q + 1]
+        seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                           comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                           knn, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, qdense, visited, stamp,
+                           acc_dot, acc_q, out_s[q], out_i[q], stats[q])
+
+
 @numba.njit(parallel=True, cache=True)
 def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
                          comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                         knn, dim, max_blocks, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
-                         out_s, out_i, stats):
-    n_docs = fwd_ptr.shape[0] - 1
-    nq = q_ptr.shape[0] - 1
+                         knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
+                         out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0):
+    """A batch over ``n_chunks`` threads; scratch rows (qdense, visited, acc_*) are per thread and reused."""
     for c in prange(n_chunks):
-        qdense = np.zeros(dim, np.float32)
-        visited = np.zeros(n_docs, np.int32)
-        acc_dot = np.zeros(max_blocks, np.float32)
-        acc_q = np.zeros(max_blocks, np.float32)
-        stamp = 0
-        for q in range(c, nq, n_chunks):
-            stamp += 1
-            a, b = q_ptr[q], q_ptr[q + 1]
-            seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                               comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                               knn, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, qdense, visited, stamp,
-                               acc_dot, acc_q, out_s[q], out_i[q], stats[q])
+        _seismic_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                       comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                       knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                       qdense[c], visited[c], acc_dot[c], acc_q[c], stamp0)
+
+
+@numba.njit(cache=True)
+def seismic_search_serial(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                          comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                          knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn,
+                          out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0):
+    """Same as the batch on one thread, without the parallel launch (single queries, low latency)."""
+    _seismic_chunk(0, 1, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
+                   comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
+                   knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                   qdense[0], visited[0], acc_dot[0], acc_q[0], stamp0)
 
 
 # ------------------------------------------------------------------------------------------- build: pruning

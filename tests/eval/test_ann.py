@@ -125,7 +125,8 @@ def test_missing_seismic_is_skipped_with_a_note(tmp_path, tiny, monkeypatch):
 
 
 def test_bad_arguments_exit_2(tmp_path, tiny):
-    for extra in (["--systems", "faiss"], ["--sweep", "10"], ["--clustering", "hdbscan"], ["--n-knn", "5"]):
+    for extra in (["--systems", "faiss"], ["--sweep", "10"], ["--clustering", "hdbscan"], ["--n-knn", "5"],
+                  ["--summary-energy", "0"]):
         with pytest.raises(SystemExit) as e:
             _run(tmp_path, tiny, *extra)
         assert e.value.code == 2
