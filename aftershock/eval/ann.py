@@ -501,10 +501,14 @@ def _child_seismic(job, docs, queries) -> dict:
 
 
 def _seismic_available() -> bool:
-    """Whether pyseismic-lsr can be found (not imported here: its Rayon threads must not exist before a fork)."""
+    """Whether pyseismic-lsr can be found (not imported here: its Rayon threads must not exist before a fork).
+
+    A bare namespace package named `seismic` (e.g. a tests/seismic folder on sys.path) has no origin
+    and does not count."""
     import importlib.util
 
-    return importlib.util.find_spec("seismic") is not None
+    spec = importlib.util.find_spec("seismic")
+    return spec is not None and spec.origin is not None
 
 
 def _seismic_version() -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -13,7 +12,7 @@ from aftershock.eval import ann
 from aftershock.eval.ann import parse_sweep, pareto_frontier, recall_vs_exact, us_at_recall
 from aftershock.index import write_npz
 
-HAS_SEISMIC = importlib.util.find_spec("seismic") is not None
+HAS_SEISMIC = ann._seismic_available()
 
 
 # ---------------------------------------------------------------------------------------------- Pareto
