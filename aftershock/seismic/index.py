@@ -308,7 +308,8 @@ class SeismicIndex(BaseIndex):
         term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
         starts = np.repeat(post_ptr[:-1], n_blocks)
         sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
-        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)])
+        blk_doc_ptr = blk_doc_ptr.astype(np.uint32 if blk_doc_ptr[-1] < 2**32 else np.int64)
         del blk_sizes, post_docs, cut_idx, cut_val
         t = step("blocking", t)
 

@@ -378,68 +378,70 @@ def prune_fill(inv_ptr, inv_docs, inv_vals, threshold, new_ptr, out_docs, out_va
 
 
 # ------------------------------------------------------------------------------------------- build: blocking
-@numba.njit(inline="always")
-def _scatter(fwd_ptr, fwd_idx, fwd_val, lut, d, dense, scale):
-    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-        dense[fwd_idx[j]] += scale * value_at(fwd_val, j, lut)
-
-
-@numba.njit(inline="always")
-def _clear(fwd_ptr, fwd_idx, d, dense):
-    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-        dense[fwd_idx[j]] = 0.0
-
-
-@numba.njit(inline="always")
-def _cut_dot(cut_ptr, cut_idx, cut_val, d, dense):
-    s = np.float32(0.0)
-    for j in range(cut_ptr[d], cut_ptr[d + 1]):
-        s += dense[cut_idx[j]] * cut_val[j]
-    return s
-
-
 @numba.njit
-def _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, tstart, tend,
-            best, best_s, only):
-    """For docs (mask ``only`` if given), the alive centroid doc with the highest doc_cut dot product.
+def _centroid_postings(cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, dense, tstart, tend):
+    """Invert centroids given as weighted sums of documents: centroid c = scale[c] * sum of the forward
+    vectors of ``cent_docs[cent_ptr[c]:cent_ptr[c + 1]]`` (c with scale 0 is left out).
 
-    The alive centroids' full vectors are inverted (term -> (centroid, weight)), so a document only meets the
-    centroids sharing one of its doc_cut terms; ``tstart``/``tend`` are dim-sized scratch (left zeroed).
-    Same sums, in the same order, as a dot product with each centroid: ties go to the lower centroid.
+    Returns (ent_c, ent_v) ordered by term, centroids ascending within a term; ``tstart[t]`` (1-based,
+    0 = absent) and ``tend[t]`` (count) locate term t's run. ``dense`` (zeroed) is scratch, left zeroed;
+    tstart/tend must be cleared with `_clear_postings` after use.
     """
-    nc = cents.shape[0]
+    nc = cent_ptr.shape[0] - 1
     n_ent = 0
-    first = -1
     for c in range(nc):
-        if alive[c]:
-            n_ent += fwd_ptr[cents[c] + 1] - fwd_ptr[cents[c]]
-            if first < 0:
-                first = c
-    if first < 0:
-        return
+        if scale[c] != 0.0:
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                n_ent += fwd_ptr[cent_docs[y] + 1] - fwd_ptr[cent_docs[y]]
     ent_t = np.empty(n_ent, np.int64)
     ent_c = np.empty(n_ent, np.int64)
     ent_v = np.empty(n_ent, np.float32)
     e = 0
     for c in range(nc):
-        if not alive[c]:
+        if scale[c] == 0.0:
             continue
-        d = cents[c]
-        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            t = np.int64(fwd_idx[j])
-            ent_t[e] = t
-            ent_c[e] = c
-            ent_v[e] = value_at(fwd_val, j, lut)
+        e0 = e
+        for y in range(cent_ptr[c], cent_ptr[c + 1]):  # union of the members' terms, summed in `dense`
+            d = cent_docs[y]
+            for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                t = np.int64(fwd_idx[j])
+                if dense[t] == 0.0:
+                    ent_t[e] = t
+                    e += 1
+                dense[t] += value_at(fwd_val, j, lut)
+        for x in range(e0, e):
+            t = ent_t[x]
+            ent_c[x] = c
+            ent_v[x] = dense[t] * scale[c]
+            dense[t] = 0.0
             tend[t] += 1
-            e += 1
-    # counting sort by term (centroids stay ascending within a term)
-    srt = np.argsort(ent_t, kind="mergesort")
-    for x in range(n_ent):
+    srt = np.argsort(ent_t[:e], kind="mergesort")
+    out_c = np.empty(e, np.int64)
+    out_v = np.empty(e, np.float32)
+    for x in range(e):
+        out_c[x] = ent_c[srt[x]]
+        out_v[x] = ent_v[srt[x]]
         t = ent_t[srt[x]]
-        if tend[t] > 0 and tstart[t] == 0:
-            tstart[t] = x + 1  # 1-based so that 0 means "not set"
-    acc = np.zeros(nc, np.float32)
-    touched = np.empty(nc, np.int64)
+        if tstart[t] == 0:
+            tstart[t] = x + 1
+    return out_c, out_v
+
+
+@numba.njit
+def _clear_postings(cent_ptr, cent_docs, fwd_ptr, fwd_idx, tstart, tend):
+    for y in range(cent_docs.shape[0]):
+        d = cent_docs[y]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            tstart[fwd_idx[j]] = 0
+            tend[fwd_idx[j]] = 0
+
+
+@numba.njit
+def _assign(docs, ent_c, ent_v, tstart, tend, first, cut_ptr, cut_idx, cut_val, acc, touched, best, best_s, only):
+    """For each doc (mask ``only`` if non-empty), the centroid with the highest dot product with its
+    doc_cut approximation, over inverted centroids: a doc meets only the centroids sharing one of its
+    doc_cut terms. Sums run in doc_cut order, as a plain dot product would; ties go to the lower centroid;
+    a doc that meets no centroid goes to ``first`` (every centroid scores 0 there)."""
     for x in range(docs.shape[0]):
         if only.shape[0] > 0 and not only[x]:
             continue
@@ -452,11 +454,11 @@ def _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx
             if s0 < 0:
                 continue
             for y in range(s0, s0 + tend[t]):
-                c = ent_c[srt[y]]
+                c = ent_c[y]
                 if acc[c] == 0.0:
                     touched[nt] = c
                     nt += 1
-                acc[c] += ent_v[srt[y]] * w
+                acc[c] += ent_v[y] * w
         bs = best_s[x]
         bc = best[x]
         if nt == 0 and bs < 0.0:
@@ -471,15 +473,39 @@ def _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx
                 bc = c
         best_s[x] = bs
         best[x] = bc
-    for x in range(n_ent):
-        tstart[ent_t[x]] = 0
-        tend[ent_t[x]] = 0
+
+
+@numba.njit
+def _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+               dense, tstart, tend, best, best_s, only):
+    """`_assign` to centroids given as weighted document sums (see `_centroid_postings`)."""
+    nc = cent_ptr.shape[0] - 1
+    first = -1
+    for c in range(nc):
+        if scale[c] != 0.0:
+            first = c
+            break
+    if first < 0:
+        return
+    ent_c, ent_v = _centroid_postings(cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, dense, tstart,
+                                      tend)
+    acc = np.zeros(nc, np.float32)
+    touched = np.empty(nc, np.int64)
+    _assign(docs, ent_c, ent_v, tstart, tend, first, cut_ptr, cut_idx, cut_val, acc, touched, best, best_s, only)
+    _clear_postings(cent_ptr, cent_docs, fwd_ptr, fwd_idx, tstart, tend)
 
 
 @numba.njit
 def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, fwd_idx, fwd_val, lut,
                   cut_ptr, cut_idx, cut_val, dense, tstart, tend):
-    """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1)."""
+    """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1).
+
+    Seismic's one-shot clustering: ``n_cent`` random member docs are the centroids, each doc joins the one
+    with the highest doc_cut dot product. With ``kmeans_iters`` > 0, spherical k-means rounds follow: each
+    centroid becomes its members' L2-normalised sum (the mean's direction), and docs are reassigned by dot
+    product with those unit centroids, so no centroid attracts docs merely by having a large norm.
+    Clusters smaller than ``min_cluster_size`` are then dissolved into the nearest surviving centroid.
+    """
     m = docs.shape[0]
     labels = np.zeros(m, np.int64)
     if n_cent <= 1 or m <= min_cluster_size:
@@ -489,64 +515,64 @@ def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, f
     for i in range(n_cent):  # partial Fisher-Yates: n_cent distinct random docs as centroids
         j = i + np.random.randint(0, m - i)
         perm[i], perm[j] = perm[j], perm[i]
-    cents = docs[perm[:n_cent]].copy()
-    alive = np.ones(n_cent, np.bool_)
+    cent_ptr = np.arange(n_cent + 1)
+    cent_docs = docs[perm[:n_cent]].copy()
+    scale = np.ones(n_cent, np.float32)
     none = np.zeros(0, np.bool_)
     best_s = np.full(m, -1.0, np.float32)
-    _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, tstart, tend, labels,
-            best_s, none)
-    if kmeans_iters > 0:
-        # k-means refinement: centroids become the means of their members (dense, over all their terms)
-        counts = np.zeros(n_cent, np.int64)
-        for it in range(kmeans_iters):
-            counts[:] = 0
-            for x in range(m):
-                counts[labels[x]] += 1
-            new_best = np.zeros(m, np.int64)
-            new_s = np.full(m, -1.0, np.float32)
-            member_order = np.argsort(labels, kind="mergesort")
-            start = 0
-            for c in range(n_cent):
-                cnt = counts[c]
-                if cnt == 0:
-                    continue
-                for y in range(start, start + cnt):
-                    _scatter(fwd_ptr, fwd_idx, fwd_val, lut, docs[member_order[y]], dense, np.float32(1.0 / cnt))
-                for x in range(m):
-                    s = _cut_dot(cut_ptr, cut_idx, cut_val, docs[x], dense)
-                    if s > new_s[x]:
-                        new_s[x] = s
-                        new_best[x] = c
-                for y in range(start, start + cnt):
-                    _clear(fwd_ptr, fwd_idx, docs[member_order[y]], dense)
-                start += cnt
-            labels = new_best
-    # dissolve clusters smaller than min_cluster_size into their members' next best cluster
+    _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense,
+               tstart, tend, labels, best_s, none)
     counts = np.zeros(n_cent, np.int64)
-    for x in range(m):
-        counts[labels[x]] += 1
+    for it in range(kmeans_iters + 1):
+        counts[:] = 0
+        for x in range(m):
+            counts[labels[x]] += 1
+        if it == kmeans_iters:
+            break
+        cent_ptr = np.zeros(n_cent + 1, np.int64)
+        for c in range(n_cent):
+            cent_ptr[c + 1] = cent_ptr[c] + counts[c]
+        cent_docs = docs[np.argsort(labels, kind="mergesort")]
+        for c in range(n_cent):  # 1 / ||sum of members||: the sum's entries, squared, from a dense scatter
+            sq = 0.0
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                d = cent_docs[y]
+                for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                    dense[fwd_idx[j]] += value_at(fwd_val, j, lut)
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                d = cent_docs[y]
+                for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                    v = dense[fwd_idx[j]]
+                    sq += v * v
+                    dense[fwd_idx[j]] = 0.0
+            scale[c] = np.float32(1.0 / np.sqrt(sq)) if sq > 0 else np.float32(0.0)
+        best_s[:] = -1.0
+        _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+                   dense, tstart, tend, labels, best_s, none)
+    # dissolve clusters smaller than min_cluster_size into their members' best surviving centroid
     orphan = np.zeros(m, np.bool_)
     n_orphan = 0
     n_alive = 0
     for c in range(n_cent):
-        alive[c] = counts[c] >= min_cluster_size
-        n_alive += alive[c]
+        if counts[c] >= min_cluster_size:
+            n_alive += 1
+        else:
+            scale[c] = 0.0
     if n_alive == 0:
         labels[:] = 0
         return labels, 1
     for x in range(m):
-        if not alive[labels[x]]:
+        if counts[labels[x]] < min_cluster_size:
             orphan[x] = True
             n_orphan += 1
             best_s[x] = -1.0
     if n_orphan > 0:
-        # orphans join the alive *seed* doc they are closest to (as in the one-shot assignment)
-        _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, tstart, tend, labels,
-                best_s, orphan)
+        _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+                   dense, tstart, tend, labels, best_s, orphan)
     remap = np.full(n_cent, -1, np.int64)
     nc = 0
     for c in range(n_cent):
-        if alive[c]:
+        if counts[c] >= min_cluster_size:
             remap[c] = nc
             nc += 1
     for x in range(m):
