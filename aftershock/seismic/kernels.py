@@ -703,33 +703,20 @@ def _block_summary(blk_docs, a, b, fwd_ptr, fwd_idx, fwd_val, lut, dense, energy
 
 
 @numba.njit(parallel=True, cache=True)
-def summary_counts(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks):
-    """Pass 1: the number of entries each block's summary keeps."""
-    nb = blk_doc_ptr.shape[0] - 1
-    counts = np.zeros(nb, np.int64)
-    for c in prange(n_chunks):
-        dense = np.zeros(dim, np.float32)
-        out_t = np.empty(dim, np.int64)
-        out_v = np.empty(dim, np.float32)
-        for b in range(c, nb, n_chunks):
-            counts[b] = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
-                                       dense, energy, out_t, out_v)
-    return counts
-
-
-@numba.njit(parallel=True, cache=True)
-def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks,
-                 sum_ptr, sum_idx, sum_codes, sum_min, sum_step):
-    """Pass 2: recompute each summary and store it 8-bit quantized, codes rounded *up* (min + code*step >= v)."""
-    nb = blk_doc_ptr.shape[0] - 1
+def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks, b_lo, b_hi,
+                 slot_ptr, sum_idx, sum_codes, counts, sum_min, sum_step):
+    """Summaries of blocks b_lo..b_hi-1, each written 8-bit quantized at its slot (``slot_ptr[b - b_lo]``,
+    room for the block's total nnz, which bounds its summary); codes are rounded *up* so that
+    min + code*step >= value. ``counts[b]`` receives the number of entries kept."""
     for c in prange(n_chunks):
         dense = np.zeros(dim, np.float32)
         out_t = np.empty(dim, np.int64)
         vals = np.empty(dim, np.float32)
-        for b in range(c, nb, n_chunks):
+        for b in range(b_lo + c, b_hi, n_chunks):
             m = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
                                dense, energy, out_t, vals)
-            w = sum_ptr[b]
+            counts[b] = m
+            w = slot_ptr[b - b_lo]
             if m == 0:
                 sum_min[b] = 0.0
                 sum_step[b] = 0.0
@@ -751,6 +738,19 @@ def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, ene
                     sum_codes[w + x] = code
                 else:
                     sum_codes[w + x] = 0
+
+
+@numba.njit(cache=True)
+def compact_slots(slot_ptr, counts_part, src_idx, src_codes, dst_idx, dst_codes, dst_start):
+    """Move each block's entries from its slot to consecutive positions from dst_start."""
+    w = dst_start
+    for b in range(counts_part.shape[0]):
+        s = slot_ptr[b]
+        for x in range(counts_part[b]):
+            dst_idx[w] = src_idx[s + x]
+            dst_codes[w] = src_codes[s + x]
+            w += 1
+    return w
 
 
 # ------------------------------------------------------------------------------------------- build: transposition
