@@ -325,8 +325,8 @@ class SeismicIndex(BaseIndex):
         n_blocks = np.zeros(dim, np.int64)
         kmeans = config.kmeans_iterations if config.clustering == "kmeans" else 0
         K.block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
-                      config.centroid_fraction, config.min_cluster_size, kmeans, config.seed, order, nt,
-                      blk_docs, blk_sizes, n_blocks)
+                      config.centroid_fraction, config.min_cluster_size, kmeans, config.max_block_size, config.seed,
+                      order, nt, blk_docs, blk_sizes, n_blocks)
         term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
         starts = np.repeat(post_ptr[:-1], n_blocks)
         sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
