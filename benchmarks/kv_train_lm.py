@@ -88,12 +88,13 @@ def train(data: Path, out: Path, minutes: float, seq: int = 4096, batch: int = 3
     curve = []
     t0 = time.time()
     step = 0
-    ev_x = torch.stack([he[i:i + seq + 1] for i in range(0, 8 * (seq + 1), seq + 1)]).to(dev)
+    ev_x = torch.stack([he[i:i + seq + 1] for i in range(0, 4 * (seq + 1), seq + 1)]).to(dev)
 
     def held_loss():
         model.eval()
         with torch.no_grad(), torch.autocast(dev, torch.bfloat16):
-            loss = model(input_ids=ev_x[:, :-1], labels=ev_x[:, 1:].contiguous(), shift_labels=ev_x[:, 1:]).loss
+            lg = model(input_ids=ev_x[:, :-1]).logits.float()
+            loss = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), ev_x[:, 1:].reshape(-1))
         model.train()
         return float(loss)
 

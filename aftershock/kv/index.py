@@ -12,8 +12,9 @@ Build:
     along the directions in which the queries actually vary (the query/key distribution gap);
   * graph: key-kNN (each key's ``knn`` nearest keys in summary space, searched among the keys of its
     ``knn_probe`` nearest blocks) or, query-aware, a RoarGraph-style projection: for each prefill query
-    its exact top-``roar_topk`` keys are linked to the query's best key (both ways), neighbours ranked by
-    how many queries link them; keys with too few links are topped up from the key-kNN graph.
+    its exact top-``roar_topk`` keys are linked to the query's best key and to their neighbours in its
+    ranking (both ways), neighbours ranked by how many queries link them; keys with too few links are
+    topped up from the key-kNN graph.
 
 Search (`search(q, k, params)`): see ``kernels.dense_search_one``. ``heap_factor`` (0, 1] shrinks the
 radius term of the block estimate (1 = exact upper bound: with ``n_knn=0`` and ``heap_factor=1`` the
@@ -50,10 +51,10 @@ class DenseConfig:
 
     block_size: int = 64
     kmeans_iterations: int = 8
-    knn: int = 16
+    knn: int = 32
     knn_probe: int = 4
     query_aware: bool = False
-    roar_topk: int = 32
+    roar_topk: int = 64
     max_build_queries: int = 8192
     whiten_eps: float = 1e-3
     seed: int = 42
@@ -83,16 +84,20 @@ class DenseConfig:
 @dataclass(frozen=True)
 class DenseSearchParams:
     """Query-time knobs, with the sparse index's names: a block is skipped once its estimate
-    ``qs.c + heap_factor |qs| r`` is below the k-th best score; ``n_knn`` neighbours of each result are
-    rescored; ``threads`` (None = all cores) parallelise a batch over queries."""
+    ``qs.c + heap_factor |qs| r`` is below the k-th best score; ``n_knn`` graph neighbours of each result
+    are scored, for up to ``refine_rounds`` rounds (each expands the results not yet expanded);
+    ``threads`` (None = all cores) parallelise a batch over queries."""
 
-    heap_factor: float = 0.5
-    n_knn: int = 8
+    heap_factor: float = 0.2
+    n_knn: int = 32
+    refine_rounds: int = 16
     threads: int | None = None
 
     def __post_init__(self):
         _check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = exact bound)")
         _check(isinstance(self.n_knn, int) and self.n_knn >= 0, f"n_knn={self.n_knn!r} must be an integer >= 0")
+        _check(isinstance(self.refine_rounds, int) and self.refine_rounds >= 1,
+               f"refine_rounds={self.refine_rounds!r} must be an integer >= 1")
         _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
                f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
 
@@ -288,11 +293,12 @@ class DenseBlockIndex:
         stamp, and the arrays are re-zeroed before the int32 stamp could wrap."""
         sc = getattr(self, "_scratch_arrays", None)
         if sc is None or sc[0].shape[0] < rows:
-            sc = (np.zeros((rows, self.n_blocks), np.int32), np.zeros((rows, self.n_keys), np.int32))
+            sc = (np.zeros((rows, self.n_blocks), np.int32), np.zeros((rows, self.n_keys), np.int32),
+                  np.zeros((rows, self.n_keys), np.int32))
             self._scratch_arrays, self._stamp = sc, 0
         if self._stamp + nq + 2 >= np.iinfo(np.int32).max:
-            sc[0][:] = 0
-            sc[1][:] = 0
+            for a in sc:
+                a[:] = 0
             self._stamp = 0
         return sc
 
@@ -312,16 +318,16 @@ class DenseBlockIndex:
         limit = numba.config.NUMBA_NUM_THREADS
         nt = min(params.threads or limit, limit, max(nq, 1))
         with self._lock:
-            blk_seen, visited = self._scratch(nt, nq)
+            blk_seen, visited, expanded = self._scratch(nt, nq)
             stamp0 = np.int32(self._stamp)
             self._stamp += nq + 1
             args = (self.keys, self.blk_ptr, self.key_blk, self.cents, self.radii, self.knn, qs, q, k,
-                    np.float32(params.heap_factor), params.n_knn)
+                    np.float32(params.heap_factor), params.n_knn, params.refine_rounds)
             if nt == 1:
-                K.dense_search_serial(*args, blk_seen, visited, stamp0, out_s, out_i, stats)
+                K.dense_search_serial(*args, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
             else:
                 numba.set_num_threads(nt)
-                K.dense_search_batch(*args, nt, blk_seen, visited, stamp0, out_s, out_i, stats)
+                K.dense_search_batch(*args, nt, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
         ids = np.where(out_i >= 0, self.row_ids[np.maximum(out_i, 0)], -1)
         res = SearchResult(out_s, ids)
         return (res, stats) if return_stats else res
@@ -358,13 +364,14 @@ def _key_knn(xs_p, cents, blk_ptr, m: int, probe: int) -> np.ndarray:
 
 def _roar_graph(top: np.ndarray, key_knn: np.ndarray, m: int) -> np.ndarray:
     """RoarGraph-style projection of the query->key bipartite graph onto the keys: for each query, its best
-    key <-> each of its other top keys. Neighbours ranked by the number of queries linking them; the free
+    key <-> each of its other top keys, and each top key <-> the next one in the ranking. Neighbours ranked by the number of queries linking them; the free
     slots are filled from ``key_knn``. ``top`` (nq, t) holds key rows."""
     n = key_knn.shape[0]
     head = np.repeat(top[:, :1], top.shape[1] - 1, axis=1).ravel()
     rest = top[:, 1:].ravel()
-    src = np.concatenate([head, rest])
-    dst = np.concatenate([rest, head])
+    a, b = top[:, :-1].ravel(), top[:, 1:].ravel()  # consecutive ranks: a path through each query's list
+    src = np.concatenate([head, rest, a, b])
+    dst = np.concatenate([rest, head, b, a])
     keep = src != dst
     pair, cnt = np.unique(src[keep].astype(np.int64) * n + dst[keep], return_counts=True)
     s, d = pair // n, pair % n

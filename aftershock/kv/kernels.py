@@ -22,8 +22,8 @@ def _dot(a, i, q):
 
 
 @numba.njit
-def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_factor, n_knn,
-                     blk_seen, visited, stamp, out_s, out_i, stats):
+def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_factor, n_knn, rounds,
+                     blk_seen, visited, expanded, stamp, out_s, out_i, stats):
     """One query ``q`` (key space) with ``qs`` its image in summary space.
 
     Each block's estimate is ``qs . cents[b] + heap_factor * |qs| * radii[b]`` (with heap_factor = 1 an upper
@@ -64,43 +64,51 @@ def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_f
         stats[2] += blk_ptr[b + 1] - blk_ptr[b]
     if n_knn > 0 and knn.shape[1] > 0:
         m = min(n_knn, knn.shape[1])
-        found = hi[:size].copy()
-        for x in range(found.shape[0]):
-            r0 = found[x]
-            for j in range(m):
-                r = knn[r0, j]
-                if r < 0:
-                    break
-                if blk_seen[key_blk[r]] == stamp or visited[r] == stamp:
+        for _ in range(rounds):
+            found = hi[:size].copy()
+            grew = False
+            for x in range(found.shape[0]):
+                r0 = found[x]
+                if expanded[r0] == stamp:
                     continue
-                visited[r] = stamp
-                size = heap_push(hs, hi, size, k, _dot(keys, r, q), r)
-                stats[2] += 1
+                expanded[r0] = stamp
+                grew = True
+                for j in range(m):
+                    r = knn[r0, j]
+                    if r < 0:
+                        break
+                    if blk_seen[key_blk[r]] == stamp or visited[r] == stamp:
+                        continue
+                    visited[r] = stamp
+                    size = heap_push(hs, hi, size, k, _dot(keys, r, q), r)
+                    stats[2] += 1
+            if not grew:
+                break
     heap_sorted_into(hs, hi, size, out_s, out_i)
 
 
 @numba.njit
 def _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
-                 blk_seen, visited, stamp0, out_s, out_i, stats):
+                 rounds, blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     stamp = stamp0
     for x in range(c, q_all.shape[0], n_chunks):
         stamp += 1
         dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q_all[x], qs_all[x], k, heap_factor, n_knn,
-                         blk_seen, visited, stamp, out_s[x], out_i[x], stats[x])
+                         rounds, blk_seen, visited, expanded, stamp, out_s[x], out_i[x], stats[x])
 
 
 @numba.njit(parallel=True, cache=True)
-def dense_search_batch(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn, n_chunks,
-                       blk_seen, visited, stamp0, out_s, out_i, stats):
+def dense_search_batch(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn, rounds,
+                       n_chunks, blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     """A batch of queries over ``n_chunks`` threads, each with its own reused scratch row (stamps)."""
     for c in prange(n_chunks):
         _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
-                     blk_seen[c], visited[c], stamp0, out_s, out_i, stats)
+                     rounds, blk_seen[c], visited[c], expanded[c], stamp0, out_s, out_i, stats)
 
 
 @numba.njit(cache=True)
-def dense_search_serial(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
-                        blk_seen, visited, stamp0, out_s, out_i, stats):
+def dense_search_serial(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn, rounds,
+                        blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     """The same on the calling thread (few queries: no parallel launch)."""
     _dense_chunk(0, 1, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
-                 blk_seen[0], visited[0], stamp0, out_s, out_i, stats)
+                 rounds, blk_seen[0], visited[0], expanded[0], stamp0, out_s, out_i, stats)
