@@ -14,6 +14,12 @@
       On this CPU (faiss-cpu is not on the device): faiss IndexFlatIP and IndexIVFFlat (nprobe sweep) over
       the dumped keys, the same metrics, plus Aftershock's rows on the same layer for a side-by-side check.
   table:   python benchmarks/kv_search.py table --results RESULTS.json   (markdown tables)
+  plot:    python benchmarks/kv_search.py plot --results RESULTS.json [--extra FAISS.json] --out PNG
+  mass:    python benchmarks/kv_search.py mass --dump DIR   (attention mass: sinks / static / top-k / indexed)
+
+Device tasks (--tasks, in order, each skipped once --budget is spent): metrics:L (recall / scanned /
+error tables), quality:L (perplexity with each method live), latency:L (whole HF decode step),
+tensorlat:L (attention-only decode step through `RetrievalKVCache`).
 
 Methods: full attention; StreamingLLM (sinks + window only); Quest-like page selection (pages of 16
 keys, per-dimension min/max bound, top pages up to a key budget); IVF (k-means lists, nprobe, exact
@@ -42,7 +48,7 @@ from aftershock.kv.attention import KVRetriever, attend, merge  # noqa: E402
 from aftershock.kv.index import exact_topk, kmeans  # noqa: E402
 
 N_SINK, WINDOW, TOP_K, PAGE = 4, 256, 100, 16
-AS_GRID = [(0.02, 16), (0.05, 16), (0.1, 16), (0.2, 16), (0.3, 16), (0.5, 16), (1.0, 0)]
+AS_GRID = [(0.02, 24, 16), (0.1, 24, 16), (0.2, 24, 16), (0.2, 32, 16), (0.3, 32, 16), (0.5, 32, 16), (1.0, 0, 1)]
 NPROBE_FRAC = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5]
 QUEST_FRAC = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
 
@@ -272,7 +278,7 @@ def run_device(a):
                     r = builder_for(method)(k, v, start, end, q[:, :L] if icfg.query_aware else None, icfg)
                     for p in param_list:
                         pts[str(p)].append(layer_metrics(q, k, v, L, T, r, scale,
-                                                         DenseSearchParams(heap_factor=p[0], n_knn=p[1])))
+                                                         DenseSearchParams(*p)))
                 else:
                     r = builder_for(method, param_list[0])(k, v, start, end, None, None)
                     for p in param_list:
@@ -295,7 +301,7 @@ def run_device(a):
             pick = pick_point(m["rows"][method], method)
             rc = RetrievalConfig(n_sink=N_SINK, window=WINDOW, top_k=TOP_K,
                                  index=base_cfg.with_(query_aware=method.endswith("qa")),
-                                 search=DenseSearchParams(heap_factor=pick[0], n_knn=pick[1])
+                                 search=DenseSearchParams(*pick)
                                  if method.startswith("aftershock") else DenseSearchParams())
             q_rows[method] = {"param": str(pick), **tail_quality(model, ids, L, a.ppl_T, method, rc,
                                                                  builder_for(method, pick))}
@@ -304,11 +310,18 @@ def run_device(a):
 
     def lat(L):
         m = res["metrics"].get("65536") or next(iter(res["metrics"].values()), None)
-        pick = pick_point(m["rows"]["aftershock-qa"], "aftershock-qa") if m else (0.3, 16)
+        pick = pick_point(m["rows"]["aftershock-qa"], "aftershock-qa") if m else (0.2, 32, 16)
         res["latency"][str(L)] = latency(model, held[:L + 64][None].to(dev), L, base_cfg, a.steps, pick)
         log(f"latency L={L}: {res['latency'][str(L)]}")
 
-    fns = {"metrics": metrics, "quality": quality, "latency": lat}
+    def lat_tensor(L):
+        m = res["metrics"].get("65536") or next(iter(res["metrics"].values()), None)
+        pick = pick_point(m["rows"]["aftershock-qa"], "aftershock-qa") if m else (0.2, 32, 16)
+        r = latency_tensor(model, held[:L + a.steps][None].to(dev), L, base_cfg, a.steps, pick)
+        res.setdefault("latency_tensor", {})[str(L)] = r
+        log(f"tensor latency L={L}: {r}")
+
+    fns = {"metrics": metrics, "quality": quality, "latency": lat, "tensorlat": lat_tensor}
     for task in a.tasks:
         name, L = task.split(":")
         if budget_left() < 20:
@@ -362,10 +375,10 @@ def latency(model, ids, L, base_cfg, steps, pick):
         o = model(input_ids=ids[:, :L], use_cache=True, logits_to_keep=1)
         out["full_ms"] = run(o.past_key_values)
         del o
-        for name, hf, nk in [("retrieval", pick[0], pick[1])]:
-            out["params"] = [hf, nk]
+        for name, params in [("retrieval", DenseSearchParams(*pick))]:
+            out["params"] = list(pick)
             rc = RetrievalConfig(n_sink=N_SINK, window=WINDOW, top_k=TOP_K, index=base_cfg.with_(query_aware=True),
-                                 search=DenseSearchParams(heap_factor=hf, n_knn=nk))
+                                 search=params)
             enable_retrieval(model, rc, ASRetriever.build)
             sync()
             t0 = time.perf_counter()
@@ -381,6 +394,54 @@ def latency(model, ids, L, base_cfg, steps, pick):
             disable_retrieval(model)
             del o
     return out
+
+
+def latency_tensor(model, ids, L, base_cfg, steps, pick):
+    """Attention-only decode step (ms, median over steps, summed over all layers) through the tensor API:
+    full attention (sdpa over the whole bf16 cache on the GPU) vs `RetrievalKVCache.attention` (CPU index
+    search + gather + static attention on the GPU + LSE merge), on the model's real next-token queries."""
+    from aftershock.kv import RetrievalKVCache
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    _, layers = capture(model, ids[:, :L + steps])
+    rc = RetrievalConfig(n_sink=N_SINK, window=WINDOW, top_k=TOP_K, index=base_cfg.with_(query_aware=True),
+                         search=DenseSearchParams(*pick))
+    dt = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    t0 = time.perf_counter()
+    caches = [RetrievalKVCache(k[:, :L].to(dt), v[:, :L].to(dt), q[:, :L], rc) for q, k, v in layers]
+    build_s = time.perf_counter() - t0
+    full_t, ret_t, search_t, errs = [], [], [], []
+    kfull = [k.to(dt) for _, k, _ in layers]
+    vfull = [v.to(dt) for _, _, v in layers]
+    for t in range(steps):
+        p = L + t
+        for c, (q, k, v) in zip(caches, layers):
+            c.append(k[:, p:p + 1].to(dt), v[:, p:p + 1].to(dt))
+        qs = [q[:, p:p + 1].to(dt) for q, _, _ in layers]
+        sync()
+        a = time.perf_counter()
+        fo = [torch.nn.functional.scaled_dot_product_attention(qq[None], kk[None, :, :p + 1], vv[None, :, :p + 1],
+                                                               enable_gqa=True)[0]
+              for qq, kk, vv in zip(qs, kfull, vfull)]
+        sync()
+        b = time.perf_counter()
+        ro = [c.attention(qq) for c, qq in zip(caches, qs)]
+        sync()
+        e = time.perf_counter()
+        full_t.append(b - a)
+        ret_t.append(e - b)
+        errs.append(float(np.mean([((r.float() - f.float()).norm(dim=-1) / f.float().norm(dim=-1)).mean().item()
+                                   for r, f in zip(ro, fo)])))
+        sq = 0.0
+        for c, qq in zip(caches, qs):
+            s0 = time.perf_counter()
+            c.retriever.search(qq, TOP_K, rc.search)
+            sq += time.perf_counter() - s0
+        search_t.append(sq)
+    med = lambda x: float(np.median(x[2:]) * 1e3)  # noqa: E731
+    return {"full_attn_ms": med(full_t), "retrieval_attn_ms": med(ret_t), "search_ms": med(search_t),
+            "build_s": round(build_s, 2), "rel_err": float(np.mean(errs)), "params": list(pick),
+            "layers": len(layers)}
 
 
 def dump(out, q, k, v, L, T, res):
@@ -463,7 +524,7 @@ def run_faiss(a):
         rows[name] = []
         for p in AS_GRID:
             rows[name].append({"param": str(p), **layer_metrics(q, k, v, L, T, r, scale,
-                                                                DenseSearchParams(heap_factor=p[0], n_knn=p[1]))})
+                                                                DenseSearchParams(*p))})
     for name, rr in rows.items():
         log(name, " ".join(f"[{r['param']}: R={r['recall']:.3f} scan={r['scanned']:.4f} err={r['rel_err']:.4f}]"
                            for r in rr))
@@ -500,6 +561,14 @@ def run_table(a):
         for method, r in q.items():
             print(f"| {method} | {r.get('param', '-')} | {r['ppl']:.3f} | {100 * (r['ppl'] / full - 1):+.2f}% | "
                   f"{r['acc']:.4f} |")
+    if res.get("latency_tensor"):
+        print("\n### decode-step attention latency, tensor API (ms, median, all layers; GPU sdpa vs retrieval)\n")
+        print("| context | full attention (sdpa, GPU) | retrieval attention | of which CPU search | index build, all "
+              "layers (s) | rel. error vs full | search params |")
+        print("|---|---|---|---|---|---|---|")
+        for L, r in res["latency_tensor"].items():
+            print(f"| {L} | {r['full_attn_ms']:.2f} | {r['retrieval_attn_ms']:.2f} | {r['search_ms']:.2f} | "
+                  f"{r['build_s']} | {r['rel_err']:.4f} | {r['params']} |")
     if res.get("latency"):
         print("\n### decode-step latency (ms, median, whole model step incl. CPU search)\n")
         print("| context | full attention (sdpa) | retrieval attention | CPU search / step | prefill + index build (s) |")
@@ -507,6 +576,56 @@ def run_table(a):
         for L, r in res["latency"].items():
             print(f"| {L} | {r['full_ms']:.2f} | {r['retrieval_ms']:.2f} | {r['search_ms_per_step']:.2f} | "
                   f"{r['prefill_and_build_s']} |")
+
+
+def run_mass(a):
+    """Where the attention mass of the dumped tail queries goes: sinks, static part, top-100 / top-1000 of the
+    indexed keys, all indexed keys (why a top-100 output error is what it is)."""
+    d = Path(a.dump)
+    k = torch.from_numpy(np.load(d / "kv_keys.npy").astype(np.float32))[0]
+    z = np.load(d / "kv_queries.npz")
+    L, T = int(z["L"]), int(z["T"])
+    q = torch.from_numpy(z["tail"].astype(np.float32))
+    rows = []
+    for h in range(q.shape[0]):
+        for t in range(T):
+            w = torch.softmax(q[h, t] @ k[:L + t + 1].T / math.sqrt(k.shape[1]), 0)
+            idx = w[N_SINK:L - WINDOW]
+            rows.append([float(w[:N_SINK].sum()), float(w[:N_SINK].sum() + w[L - WINDOW:].sum()),
+                         float(idx.topk(TOP_K).values.sum()), float(idx.topk(1000).values.sum()), float(idx.sum())])
+    m = np.mean(rows, 0)
+    print(f"L={L}, {len(rows)} tail queries: mass on sinks {m[0]:.3f}, static part {m[1]:.3f}, top-100 indexed "
+          f"{m[2]:.3f}, top-1000 indexed {m[3]:.3f}, all indexed {m[4]:.3f}")
+
+
+def run_plot(a):
+    """Recall@100 vs keys scanned at each context (and the faiss-cpu rows when present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(Path(a.results).read_text())
+    panels = [(f"L={L}, {len(m['layers'])} layers (H200)", m["rows"]) for L, m in res.get("metrics", {}).items()]
+    for extra in a.extra or []:
+        f = json.loads(Path(extra).read_text()).get("faiss_cpu")
+        if f:
+            panels.append((f"L={f['L']}, layer {f['layer']} KV head 0 (faiss-cpu, this CPU)", f["rows"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], panels):
+        for method, rr in rows.items():
+            pts = sorted((r["scanned"] * 100, r["recall"]) for r in rr if r["scanned"] > 0)
+            if pts:
+                ax.plot(*zip(*pts), "o-", label=method, ms=3)
+        ax.set_xscale("log")
+        ax.axhline(0.9, color="gray", lw=0.5)
+        ax.axvline(3, color="gray", lw=0.5)
+        ax.set_xlabel("keys scanned (%)")
+        ax.set_ylabel("recall@100")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=100)
 
 
 def main(argv=None):
@@ -537,8 +656,15 @@ def main(argv=None):
     f.add_argument("--block-size", type=int, default=64)
     t = sub.add_parser("table")
     t.add_argument("--results", required=True)
+    ms = sub.add_parser("mass")
+    ms.add_argument("--dump", required=True)
+    pl = sub.add_parser("plot")
+    pl.add_argument("--results", required=True)
+    pl.add_argument("--extra", nargs="*", help="results files with faiss_cpu rows")
+    pl.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    {"device": run_device, "faiss": run_faiss, "table": run_table}[a.cmd](a)
+    {"device": run_device, "faiss": run_faiss, "table": run_table, "plot": run_plot,
+     "mass": run_mass}[a.cmd](a)
 
 
 if __name__ == "__main__":
