@@ -4,7 +4,7 @@
     enable_retrieval(model, RetrievalConfig(n_sink=4, window=256, top_k=100))
     out = model(input_ids=prompt, use_cache=True)              # prefill: exact attention, builds the indexes
     out = model(input_ids=next_tok, past_key_values=out.past_key_values, use_cache=True)  # retrieval attention
-    reset_retrieval(model)                                      # before a new sequence
+    reset_retrieval(model)   # forget the indexes (a new prefill, with an empty cache, also rebuilds them)
 
 The attention function is registered in transformers' `AttentionInterface` as ``"retrieval"``. The first
 forward of a sequence (the prefill) computes exact causal attention and, per layer, indexes the key cache
@@ -45,6 +45,8 @@ def retrieval_attention_forward(module, query, key, value, attention_mask=None, 
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     q, k, v = query[0], key[0], value[0]
     lq, s = q.shape[1], k.shape[1]
+    if lq == s and st.retriever is not None:  # a new sequence's prefill (empty cache): drop the old index
+        st.retriever = None
     if st.retriever is None:
         out = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, is_causal=lq == s and lq > 1, scale=scale, enable_gqa=True,

@@ -44,6 +44,14 @@ def test_retrieval_decoding_matches_full_attention():
     assert len(rs) == 2 and all(r is not None and len(r.indexes) == 2 for r in rs)
     assert rs[0].end == 197 - 16
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # a second sequence without reset_retrieval: its prefill rebuilds the indexes
+    ids2 = torch.randint(0, 97, (1, 150), generator=torch.Generator().manual_seed(4))
+    got2 = _decode(model, ids2, 2)
+    assert retrievers(model)[0].end == 148 - 16
+    model.set_attn_implementation("sdpa")
+    ref2 = _decode(model, ids2, 2)
+    model.set_attn_implementation("retrieval")
+    torch.testing.assert_close(got2, ref2, rtol=1e-4, atol=1e-4)
     # an aggressive search changes the output, but decoding still runs
     reset_retrieval(model)
     enable_retrieval(model, RetrievalConfig(n_sink=2, window=16, top_k=4, index=cfg.index))
