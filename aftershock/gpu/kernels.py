@@ -1,0 +1,352 @@
+"""Numba-CUDA kernels: exact search (tiled inverted-index scatter-add) and blocked approximate search.
+
+Only block-level primitives are used (shared memory, ``syncthreads``, atomics): no warp shuffles, so the
+same kernels run under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) in CI. Kernels are built by
+factories whose arguments (threads per block, tile size, ...) are compile-time constants; the tests build
+tiny variants, the device uses the defaults. The CPU reference of the blocked algorithm is
+``aftershock.gpu.reference``; the exact kernel's reference is ``ExactIndex``.
+
+Ranking everywhere: score descending, then id ascending (as the CPU heaps).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+NEG = np.float32(-np.inf)
+POS = np.float32(np.inf)
+BIG = np.int64(2**62)
+
+
+@cuda.jit(device=True, inline=True)
+def _better(s1, i1, s2, i2):
+    """(s1, i1) ranks above (s2, i2)."""
+    return s1 > s2 or (s1 == s2 and i1 < i2)
+
+
+@cuda.jit(device=True)
+def _block_best(s, i, red_s, red_i, tpb):
+    """Block-wide best (score, id) over every thread's candidate; all threads get it (tpb a power of 2)."""
+    tid = cuda.threadIdx.x
+    red_s[tid] = s
+    red_i[tid] = i
+    cuda.syncthreads()
+    step = tpb // 2
+    while step > 0:
+        if tid < step:
+            if _better(red_s[tid + step], red_i[tid + step], red_s[tid], red_i[tid]):
+                red_s[tid] = red_s[tid + step]
+                red_i[tid] = red_i[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    s = red_s[0]
+    i = red_i[0]
+    cuda.syncthreads()
+    return s, i
+
+
+@cuda.jit(device=True)
+def _topk_rows(cand_s, cand_i, row, n, k, out_s, out_i, orow, red_s, red_i, tpb):
+    """Best k of cand_*[row, :n] into out_*[orow, :k] (non-destructive: k block-wide rounds); returns the
+    k-th score (or -inf when n < k). Unfilled slots are padded -inf / -1."""
+    tid = cuda.threadIdx.x
+    ps = POS
+    pi = np.int64(-1)
+    kth = NEG
+    for r in range(k):
+        bs = NEG
+        bi = BIG
+        for x in range(tid, n, tpb):
+            s = cand_s[row, x]
+            d = np.int64(cand_i[row, x])
+            if d >= 0 and _better(ps, pi, s, d) and _better(s, d, bs, bi):
+                bs = s
+                bi = d
+        bs, bi = _block_best(bs, bi, red_s, red_i, tpb)
+        if bi == BIG:
+            for x in range(r + tid, k, tpb):
+                out_s[orow, x] = NEG
+                out_i[orow, x] = -1
+            break
+        if tid == 0:
+            out_s[orow, r] = bs
+            out_i[orow, r] = bi
+        ps = bs
+        pi = bi
+        if r == k - 1:
+            kth = bs
+    return kth
+
+
+# ------------------------------------------------------------------------------------------- exact
+@lru_cache(maxsize=None)
+def exact_kernel(tpb: int = 256, tile: int = 8192):
+    """grid (n_tiles, n_queries): block (tile j, query q) scatter-adds q's postings that fall in tile j into
+    a shared accumulator, keeps the tile's top k, and the last block of q to finish merges the tiles."""
+    assert tpb >= 32 and tpb & (tpb - 1) == 0
+    ngroups = tpb // 32
+
+    @cuda.jit
+    def kernel(tile_ptr, post_doc, post_val, n_tiles, q_ptr, q_idx, q_val, q0, k, part_s, part_i, counter,
+               out_s, out_i):
+        j = cuda.blockIdx.x
+        qq = cuda.blockIdx.y
+        q = q0 + qq
+        tid = cuda.threadIdx.x
+        lane = tid & 31
+        grp = tid >> 5
+        acc = cuda.shared.array(tile, np.float32)
+        red_s = cuda.shared.array(tpb, np.float32)
+        red_i = cuda.shared.array(tpb, np.int64)
+        last = cuda.shared.array(1, np.int32)
+        for x in range(tid, tile, tpb):
+            acc[x] = 0.0
+        cuda.syncthreads()
+        stride = n_tiles + 1
+        for a in range(q_ptr[q] + grp, q_ptr[q + 1], ngroups):  # a group of 32 threads per query term
+            t = np.int64(q_idx[a])
+            w = q_val[a]
+            p1 = tile_ptr[t * stride + j + 1]
+            for p in range(tile_ptr[t * stride + j] + lane, p1, 32):
+                cuda.atomic.add(acc, np.int32(post_doc[p]), w * np.float32(post_val[p]))
+        cuda.syncthreads()
+        # the tile's top k (touched docs only: weights are > 0, so touched <=> acc > 0)
+        base = np.int64(j) * tile
+        ps = POS
+        pi = np.int64(-1)
+        for r in range(k):
+            bs = NEG
+            bi = BIG
+            for x in range(tid, tile, tpb):
+                s = acc[x]
+                if s > 0 and _better(ps, pi, s, np.int64(x)) and _better(s, np.int64(x), bs, bi):
+                    bs = s
+                    bi = np.int64(x)
+            bs, bi = _block_best(bs, bi, red_s, red_i, tpb)
+            if bi == BIG:
+                for x in range(r + tid, k, tpb):
+                    part_s[qq, j * k + x] = NEG
+                    part_i[qq, j * k + x] = -1
+                break
+            if tid == 0:
+                part_s[qq, j * k + r] = bs
+                part_i[qq, j * k + r] = base + bi
+            ps = bs
+            pi = bi
+        # the last tile block of this query to finish merges all tiles' candidates
+        cuda.threadfence()
+        cuda.syncthreads()
+        if tid == 0:
+            last[0] = 1 if cuda.atomic.add(counter, qq, 1) == n_tiles - 1 else 0
+        cuda.syncthreads()
+        if last[0] == 0:
+            return
+        cuda.threadfence()
+        _topk_rows(part_s, part_i, qq, n_tiles * k, k, out_s, out_i, q, red_s, red_i, tpb)
+        if tid == 0:
+            counter[qq] = 0  # ready for the next launch
+
+    return kernel
+
+
+# ------------------------------------------------------------------------------------------- blocked (Seismic)
+@cuda.jit(device=True, inline=True)
+def _qweight(t, qbits, qpos, qv):
+    """The query's weight of term t (0 when absent): bitmap test, then rank of t among the query's terms."""
+    w = t >> 5
+    bits = qbits[w]
+    m = np.uint32(1) << np.uint32(t & 31)
+    if (bits & m) == 0:
+        return np.float32(0.0)
+    return qv[qpos[w] + cuda.popc(bits & (m - np.uint32(1)))]
+
+
+@lru_cache(maxsize=None)
+def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words: int = 2048, max_cut: int = 64):
+    """grid (n_queries,): one block per query runs the whole batch-first blocked search:
+
+    1. the ``query_cut`` heaviest query terms pick posting lists; every block of those lists gets its
+       summary score (thread per block, entries in ascending term order, as the CPU);
+    2. phase A: the ``first_blocks`` best-scoring blocks' documents are rescored exactly from the forward
+       index; their k-th best score is the threshold theta;
+    3. phase B: every other block with summary score >= heap_factor * theta is visited; its documents not
+       seen before (a visited bitmap per query) are rescored and kept when >= theta;
+    4. the k best (score desc, doc asc) are written out.
+    Documents are rescored by ``group`` threads each (entries strided by ``group``, partial sums added in
+    member order: deterministic, mirrored by the CPU reference). ``stats[q]`` = (blocks scored, summary
+    entries read, blocks visited, docs rescored, forward entries read, postings visited).
+    """
+    assert tpb >= 32 and tpb & (tpb - 1) == 0 and tpb % group == 0
+    slots = tpb // group
+    cut1 = max_cut + 1
+
+    @cuda.jit(device=True)
+    def _collect(b, blk_doc_ptr, blk_docs, visited, qq, todo, cnt):
+        """Queue block b's documents not visited yet (todo row qq, counter cnt[0])."""
+        p0 = blk_doc_ptr[b]
+        p1 = blk_doc_ptr[b + 1]
+        for p in range(p0, p1):
+            d = blk_docs[p]
+            m = np.uint32(1) << np.uint32(d & 31)
+            old = cuda.atomic.or_(visited, (qq, d >> 5), m)
+            if (old & m) == 0:
+                todo[qq, cuda.atomic.add(cnt, 0, 1)] = d
+        cuda.atomic.add(cnt, 3, p1 - p0)
+
+    @cuda.jit(device=True)
+    def _rescore(n, theta, fwd_ptr, fwd_idx, fwd_val, qbits, qpos, qv, qq, todo, cand_s, cand_i, cnt, part):
+        """Score todo[qq, :n] exactly; append those >= theta to cand_* (counter cnt[1])."""
+        tid = cuda.threadIdx.x
+        slot = tid // group
+        mem = tid % group
+        for r0 in range(0, n, slots):
+            x = r0 + slot
+            s = np.float32(0.0)
+            if x < n:
+                d = todo[qq, x]
+                e1 = fwd_ptr[d + 1]
+                for e in range(fwd_ptr[d] + mem, e1, group):
+                    s += _qweight(np.int32(fwd_idx[e]), qbits, qpos, qv) * np.float32(fwd_val[e])
+                if mem == 0:
+                    cuda.atomic.add(cnt, 2, e1 - fwd_ptr[d])
+            part[tid] = s
+            cuda.syncthreads()
+            if mem == 0 and x < n:
+                tot = np.float32(0.0)
+                for g in range(group):
+                    tot += part[tid + g]
+                if tot >= theta:
+                    c = cuda.atomic.add(cnt, 1, 1)
+                    cand_s[qq, c] = tot
+                    cand_i[qq, c] = todo[qq, x]
+            cuda.syncthreads()
+
+    @cuda.jit
+    def kernel(q_ptr, q_idx, q_val, q0, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
+               sum_ptr, sum_idx, sum_code, sum_min, sum_step, k, query_cut, heap_factor, first_blocks,
+               blk_score, blk_id, visited, todo, cand_s, cand_i, out_s, out_i, stats):
+        qq = cuda.blockIdx.x
+        q = q0 + qq
+        tid = cuda.threadIdx.x
+        qbits = cuda.shared.array(dim_words, np.uint32)
+        qpos = cuda.shared.array(dim_words, np.int32)
+        qv = cuda.shared.array(max_q, np.float32)
+        cut_t = cuda.shared.array(max_cut, np.int64)
+        cut_off = cuda.shared.array(cut1, np.int64)
+        red_s = cuda.shared.array(tpb, np.float32)
+        red_i = cuda.shared.array(tpb, np.int64)
+        part = cuda.shared.array(tpb, np.float32)
+        # cnt: 0 todo, 1 candidates, 2 forward entries, 3 postings visited, 4 summary entries, 5 blocks visited,
+        # 6 docs rescored in phase A
+        cnt = cuda.shared.array(8, np.int64)
+        a = q_ptr[q]
+        nq = q_ptr[q + 1] - a
+        for w in range(tid, dim_words, tpb):
+            qbits[w] = 0
+        for w in range(tid, visited.shape[1], tpb):
+            visited[qq, w] = 0
+        if tid < 8:
+            cnt[tid] = 0
+        cuda.syncthreads()
+        for j in range(tid, nq, tpb):
+            t = q_idx[a + j]
+            qv[j] = q_val[a + j]
+            cuda.atomic.or_(qbits, t >> 5, np.uint32(1) << np.uint32(t & 31))
+        for w in range(tid, dim_words, tpb):  # qpos[w]: query terms with id < 32 w (ids ascend in a row)
+            lo = np.int64(0)
+            hi = nq
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if q_idx[a + mid] < w * 32:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            qpos[w] = lo
+        cuda.syncthreads()
+        ncut = min(query_cut, nq)
+        for j in range(tid, nq, tpb):  # rank by weight desc, position asc (a stable sort, as the CPU)
+            v = qv[j]
+            r = 0
+            for x in range(nq):
+                vx = qv[x]
+                if vx > v or (vx == v and x < j):
+                    r += 1
+            if r < ncut:
+                cut_t[r] = q_idx[a + j]
+        cuda.syncthreads()
+        if tid == 0:
+            off = np.int64(0)
+            for c in range(ncut):
+                cut_off[c] = off
+                off += term_blk_ptr[cut_t[c] + 1] - term_blk_ptr[cut_t[c]]
+            cut_off[ncut] = off
+        cuda.syncthreads()
+        nb = cut_off[ncut]
+        # 1. summary scores of every block of the selected lists
+        for g in range(tid, nb, tpb):
+            c = 0
+            while cut_off[c + 1] <= g:
+                c += 1
+            b = term_blk_ptr[cut_t[c]] + (g - cut_off[c])
+            dot = np.float32(0.0)
+            sq = np.float32(0.0)
+            for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                w = _qweight(np.int32(sum_idx[e]), qbits, qpos, qv)
+                if w != 0.0:
+                    dot += w * np.float32(sum_code[e])
+                    sq += w
+            blk_score[qq, g] = sum_min[b] * sq + sum_step[b] * dot
+            blk_id[qq, g] = b
+            cuda.atomic.add(cnt, 4, sum_ptr[b + 1] - sum_ptr[b])
+        cuda.syncthreads()
+        # 2. phase A: the first_blocks best blocks (ps, pi) = the last of them
+        ps = POS
+        pi = np.int64(-1)
+        for r in range(min(first_blocks, nb)):
+            bs = NEG
+            bi = BIG
+            for g in range(tid, nb, tpb):
+                s = blk_score[qq, g]
+                if _better(ps, pi, s, np.int64(g)) and _better(s, np.int64(g), bs, bi):
+                    bs = s
+                    bi = np.int64(g)
+            ps, pi = _block_best(bs, bi, red_s, red_i, tpb)
+        for g in range(tid, nb, tpb):
+            if not _better(ps, pi, blk_score[qq, g], np.int64(g)):
+                _collect(blk_id[qq, g], blk_doc_ptr, blk_docs, visited, qq, todo, cnt)
+                cuda.atomic.add(cnt, 5, 1)
+        cuda.syncthreads()
+        _rescore(cnt[0], NEG, fwd_ptr, fwd_idx, fwd_val, qbits, qpos, qv, qq, todo, cand_s, cand_i, cnt, part)
+        theta = _topk_rows(cand_s, cand_i, qq, cnt[1], k, out_s, out_i, q, red_s, red_i, tpb)
+        # 3. phase B: the remaining blocks whose summary score reaches heap_factor * theta
+        thr = heap_factor * theta
+        if tid == 0:
+            cnt[6] = cnt[0]
+            cnt[0] = 0
+        cuda.syncthreads()
+        for g in range(tid, nb, tpb):
+            s = blk_score[qq, g]
+            if s >= thr and _better(ps, pi, s, np.int64(g)):
+                _collect(blk_id[qq, g], blk_doc_ptr, blk_docs, visited, qq, todo, cnt)
+                cuda.atomic.add(cnt, 5, 1)
+        cuda.syncthreads()
+        _rescore(cnt[0], theta, fwd_ptr, fwd_idx, fwd_val, qbits, qpos, qv, qq, todo, cand_s, cand_i, cnt, part)
+        # 4. the final top k
+        _topk_rows(cand_s, cand_i, qq, cnt[1], k, out_s, out_i, q, red_s, red_i, tpb)
+        if tid == 0:
+            stats[q, 0] = nb
+            stats[q, 1] = cnt[4]
+            stats[q, 2] = cnt[5]
+            stats[q, 3] = cnt[6] + cnt[0]
+            stats[q, 4] = cnt[2]
+            stats[q, 5] = cnt[3]
+
+    return kernel
+
+
+def n_words(n_docs: int) -> int:
+    return max(1, math.ceil(n_docs / 32))
