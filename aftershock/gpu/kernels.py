@@ -50,9 +50,10 @@ def _block_best(s, i, red_s, red_i, tpb):
 
 
 @cuda.jit(device=True)
-def _topk_rows(cand_s, cand_i, row, n, k, out_s, out_i, orow, red_s, red_i, tpb):
-    """Best k of cand_*[row, :n] into out_*[orow, :k] (non-destructive: k block-wide rounds); returns the
-    k-th score (or -inf when n < k). Unfilled slots are padded -inf / -1."""
+def _select(vals, ids, n, direct, k, base, out_s, out_i, red_s, red_i, tpb):
+    """The k best (score, id) among vals[:n] into out_*[:k] (ids[x], or base + x when ``direct``; entries with
+    id < 0, or score <= 0 when direct, are skipped), by k non-destructive block-wide rounds; returns the k-th
+    score (-inf when fewer than k). Unfilled slots get -inf / -1."""
     tid = cuda.threadIdx.x
     ps = POS
     pi = np.int64(-1)
@@ -61,20 +62,25 @@ def _topk_rows(cand_s, cand_i, row, n, k, out_s, out_i, orow, red_s, red_i, tpb)
         bs = NEG
         bi = BIG
         for x in range(tid, n, tpb):
-            s = cand_s[row, x]
-            d = np.int64(cand_i[row, x])
-            if d >= 0 and _better(ps, pi, s, d) and _better(s, d, bs, bi):
+            s = vals[x]
+            if direct:
+                d = base + x
+                ok = s > 0
+            else:
+                d = np.int64(ids[x])
+                ok = d >= 0
+            if ok and _better(ps, pi, s, d) and _better(s, d, bs, bi):
                 bs = s
                 bi = d
         bs, bi = _block_best(bs, bi, red_s, red_i, tpb)
         if bi == BIG:
             for x in range(r + tid, k, tpb):
-                out_s[orow, x] = NEG
-                out_i[orow, x] = -1
+                out_s[x] = NEG
+                out_i[x] = -1
             break
         if tid == 0:
-            out_s[orow, r] = bs
-            out_i[orow, r] = bi
+            out_s[r] = bs
+            out_i[r] = bi
         ps = bs
         pi = bi
         if r == k - 1:
@@ -82,17 +88,68 @@ def _topk_rows(cand_s, cand_i, row, n, k, out_s, out_i, orow, red_s, red_i, tpb)
     return kth
 
 
+@cuda.jit(device=True)
+def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, tpb):
+    """Top k of a shared accumulator (touched <=> > 0) in two passes instead of k: the k-th best of the
+    threads' own maxima bounds the tile's k-th score from below; entries reaching it (at most 32 k when
+    each thread holds n / tpb <= 32 entries) are compacted into cs/ci and ranked there. Falls back to k
+    passes over acc when they overflow cs."""
+    tid = cuda.threadIdx.x
+    cap = cs.shape[0]
+    m = NEG
+    mi = BIG
+    for x in range(tid, n, tpb):
+        s = acc[x]
+        if s > 0 and _better(s, np.int64(x), m, mi):
+            m = s
+            mi = np.int64(x)
+    if tid == 0:
+        ccnt[0] = 0
+    ps = POS
+    pi = np.int64(-1)
+    found = 0
+    for r in range(k):
+        ms = NEG
+        mx = BIG
+        if _better(ps, pi, m, mi):  # each thread offers its maximum until it has been taken
+            ms = m
+            mx = mi
+        bs, bi = _block_best(ms, mx, red_s, red_i, tpb)
+        if bi == BIG:
+            break
+        ps = bs
+        pi = bi
+        found += 1
+    if found < k:  # fewer than k threads touched anything: every touched entry is a candidate
+        ps = np.float32(0.0)
+        pi = BIG
+    for x in range(tid, n, tpb):
+        s = acc[x]
+        if s > 0 and not _better(ps, pi, s, np.int64(x)):
+            c = cuda.atomic.add(ccnt, 0, 1)
+            if c < cap:
+                cs[c] = s
+                ci[c] = base + x
+    cuda.syncthreads()
+    nc = ccnt[0]
+    if nc <= cap:
+        _select(cs, ci, nc, False, k, base, out_s, out_i, red_s, red_i, tpb)
+    else:
+        _select(acc, ci, n, True, k, base, out_s, out_i, red_s, red_i, tpb)
+
+
 # ------------------------------------------------------------------------------------------- exact
 @lru_cache(maxsize=None)
-def exact_kernel(tpb: int = 256, tile: int = 8192):
+def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
     """grid (n_tiles, n_queries): block (tile j, query q) scatter-adds q's postings that fall in tile j into
-    a shared accumulator, keeps the tile's top k, and the last block of q to finish merges the tiles."""
+    a shared accumulator, keeps the tile's top k, and the last block of q to finish merges the tiles.
+    ``stages`` < 3 stops early (for timing the parts): 1 = accumulate only, 2 = + the tile's top k."""
     assert tpb >= 32 and tpb & (tpb - 1) == 0
     ngroups = tpb // 32
 
     @cuda.jit
     def kernel(tile_ptr, post_doc, post_val, n_tiles, q_ptr, q_idx, q_val, q0, k, part_s, part_i, counter,
-               out_s, out_i):
+               out_s, out_i, stages):
         j = cuda.blockIdx.x
         qq = cuda.blockIdx.y
         q = q0 + qq
@@ -102,6 +159,9 @@ def exact_kernel(tpb: int = 256, tile: int = 8192):
         acc = cuda.shared.array(tile, np.float32)
         red_s = cuda.shared.array(tpb, np.float32)
         red_i = cuda.shared.array(tpb, np.int64)
+        cs = cuda.shared.array(cand, np.float32)
+        ci = cuda.shared.array(cand, np.int32)
+        ccnt = cuda.shared.array(1, np.int32)
         last = cuda.shared.array(1, np.int32)
         for x in range(tid, tile, tpb):
             acc[x] = 0.0
@@ -114,29 +174,14 @@ def exact_kernel(tpb: int = 256, tile: int = 8192):
             for p in range(tile_ptr[t * stride + j] + lane, p1, 32):
                 cuda.atomic.add(acc, np.int32(post_doc[p]), w * np.float32(post_val[p]))
         cuda.syncthreads()
-        # the tile's top k (touched docs only: weights are > 0, so touched <=> acc > 0)
-        base = np.int64(j) * tile
-        ps = POS
-        pi = np.int64(-1)
-        for r in range(k):
-            bs = NEG
-            bi = BIG
-            for x in range(tid, tile, tpb):
-                s = acc[x]
-                if s > 0 and _better(ps, pi, s, np.int64(x)) and _better(s, np.int64(x), bs, bi):
-                    bs = s
-                    bi = np.int64(x)
-            bs, bi = _block_best(bs, bi, red_s, red_i, tpb)
-            if bi == BIG:
-                for x in range(r + tid, k, tpb):
-                    part_s[qq, j * k + x] = NEG
-                    part_i[qq, j * k + x] = -1
-                break
+        if stages == 1:
             if tid == 0:
-                part_s[qq, j * k + r] = bs
-                part_i[qq, j * k + r] = base + bi
-            ps = bs
-            pi = bi
+                part_s[qq, j * k] = acc[0]
+            return
+        _tile_topk(acc, tile, k, np.int64(j) * tile, part_s[qq, j * k:(j + 1) * k], part_i[qq, j * k:(j + 1) * k],
+                   red_s, red_i, cs, ci, ccnt, tpb)
+        if stages == 2:
+            return
         # the last tile block of this query to finish merges all tiles' candidates
         cuda.threadfence()
         cuda.syncthreads()
@@ -146,7 +191,7 @@ def exact_kernel(tpb: int = 256, tile: int = 8192):
         if last[0] == 0:
             return
         cuda.threadfence()
-        _topk_rows(part_s, part_i, qq, n_tiles * k, k, out_s, out_i, q, red_s, red_i, tpb)
+        _select(part_s[qq], part_i[qq], n_tiles * k, False, k, 0, out_s[q], out_i[q], red_s, red_i, tpb)
         if tid == 0:
             counter[qq] = 0  # ready for the next launch
 
@@ -179,6 +224,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
     Documents are rescored by ``group`` threads each (entries strided by ``group``, partial sums added in
     member order: deterministic, mirrored by the CPU reference). ``stats[q]`` = (blocks scored, summary
     entries read, blocks visited, docs rescored, forward entries read, postings visited).
+    ``stages`` < 3 stops early (for timing the parts): 1 = summary scores only, 2 = + phase A.
     """
     assert tpb >= 32 and tpb & (tpb - 1) == 0 and tpb % group == 0
     slots = tpb // group
@@ -228,7 +274,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
     @cuda.jit
     def kernel(q_ptr, q_idx, q_val, q0, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
                sum_ptr, sum_idx, sum_code, sum_min, sum_step, k, query_cut, heap_factor, first_blocks,
-               blk_score, blk_id, visited, todo, cand_s, cand_i, out_s, out_i, stats):
+               blk_score, blk_id, visited, todo, cand_s, cand_i, out_s, out_i, stats, stages):
         qq = cuda.blockIdx.x
         q = q0 + qq
         tid = cuda.threadIdx.x
@@ -303,6 +349,8 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
             blk_id[qq, g] = b
             cuda.atomic.add(cnt, 4, sum_ptr[b + 1] - sum_ptr[b])
         cuda.syncthreads()
+        if stages == 1:
+            return
         # 2. phase A: the first_blocks best blocks (ps, pi) = the last of them
         ps = POS
         pi = np.int64(-1)
@@ -321,7 +369,9 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
                 cuda.atomic.add(cnt, 5, 1)
         cuda.syncthreads()
         _rescore(cnt[0], NEG, fwd_ptr, fwd_idx, fwd_val, qbits, qpos, qv, qq, todo, cand_s, cand_i, cnt, part)
-        theta = _topk_rows(cand_s, cand_i, qq, cnt[1], k, out_s, out_i, q, red_s, red_i, tpb)
+        theta = _select(cand_s[qq], cand_i[qq], cnt[1], False, k, 0, out_s[q], out_i[q], red_s, red_i, tpb)
+        if stages == 2:
+            return
         # 3. phase B: the remaining blocks whose summary score reaches heap_factor * theta
         thr = heap_factor * theta
         if tid == 0:
@@ -336,7 +386,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
         cuda.syncthreads()
         _rescore(cnt[0], theta, fwd_ptr, fwd_idx, fwd_val, qbits, qpos, qv, qq, todo, cand_s, cand_i, cnt, part)
         # 4. the final top k
-        _topk_rows(cand_s, cand_i, qq, cnt[1], k, out_s, out_i, q, red_s, red_i, tpb)
+        _select(cand_s[qq], cand_i[qq], cnt[1], False, k, 0, out_s[q], out_i[q], red_s, red_i, tpb)
         if tid == 0:
             stats[q, 0] = nb
             stats[q, 1] = cnt[4]

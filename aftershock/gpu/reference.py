@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
 
 from aftershock.seismic.kernels import heap_push, heap_sorted_into
 
@@ -32,7 +31,7 @@ def _ranks_above(s1, i1, s2, i2):
     return s1 > s2 or (s1 == s2 and i1 < i2)
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _one(qi, qv, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, sum_ptr, sum_idx, sum_code,
          sum_min, sum_step, k, query_cut, heap_factor, first_blocks, group, qdense, visited, out_s, out_i, stats):
     nq = qi.shape[0]
@@ -102,12 +101,12 @@ def _one(qi, qv, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
     heap_sorted_into(hs, hi, size, out_s, out_i)
 
 
-@numba.njit(parallel=True)
+@numba.njit(cache=True)
 def blocked_search(q_ptr, q_idx, q_val, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, sum_ptr,
                    sum_idx, sum_code, sum_min, sum_step, dim, n_docs, k, query_cut, heap_factor, first_blocks,
                    group, n_chunks, out_s, out_i, stats):
     nq = q_ptr.shape[0] - 1
-    for c in prange(n_chunks):
+    for c in range(n_chunks):  # serial: a reference (parallel=True would triple its compile time)
         qdense = np.zeros(dim, np.float32)
         visited = np.zeros(n_docs, np.bool_)
         for q in range(c, nq, n_chunks):

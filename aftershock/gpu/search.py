@@ -8,6 +8,8 @@ Get them with ``index.to("cuda")`` or ``aftershock.gpu.to_device(index)``.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from aftershock.errors import BackendUnavailableError, ConfigError
@@ -54,6 +56,7 @@ class _GpuBase:
         self.doc_ids = host.doc_ids
         self.tpb = tpb
         self._scratch_cache: dict = {}
+        self._lock = threading.Lock()
         self.last_stats: dict = {}
 
     def __len__(self) -> int:
@@ -63,10 +66,14 @@ class _GpuBase:
         return BaseIndex._check_queries(self, queries, k)
 
     def _upload(self, queries):
-        c = self.cuda
-        return (c.to_device(np.ascontiguousarray(queries.indptr, np.int64)),
-                c.to_device(np.ascontiguousarray(queries.indices, np.int32)),
-                c.to_device(np.ascontiguousarray(queries.values, np.float32)))
+        """One host-to-device copy: [indptr | indices | values as int32 bits] -> three device views."""
+        nq, nnz = len(queries), queries.nnz
+        buf = np.empty(nq + 1 + 2 * nnz, np.int32)
+        buf[: nq + 1] = queries.indptr
+        buf[nq + 1: nq + 1 + nnz] = queries.indices
+        buf[nq + 1 + nnz:] = np.ascontiguousarray(queries.values, np.float32).view(np.int32)
+        d = self.cuda.to_device(buf)
+        return d[: nq + 1], d[nq + 1: nq + 1 + nnz], d[nq + 1 + nnz:].view(np.float32)
 
     def _scratch(self, key, make):
         arr = self._scratch_cache.get(key)
@@ -77,12 +84,14 @@ class _GpuBase:
         return arr
 
     def _outputs(self, nq, k):
-        c = self.cuda
-        return c.device_array((nq, k), np.float32), c.device_array((nq, k), np.int32)
+        """Scores and ids share one device buffer (one copy back), reused across calls of the same shape."""
+        buf = self._scratch(("out", nq, k), lambda: self.cuda.device_array((2, nq, k), np.int32))
+        return buf, buf[1].view(np.float32), buf[0]
 
     @staticmethod
-    def _result(d_s, d_i) -> SearchResult:
-        return SearchResult(d_s.copy_to_host(), d_i.copy_to_host().astype(np.int64))
+    def _result(buf) -> SearchResult:
+        h = buf.copy_to_host()
+        return SearchResult(h[1].view(np.float32).copy(), h[0].astype(np.int64))
 
 
 class GpuExactIndex(_GpuBase):
@@ -111,24 +120,28 @@ class GpuExactIndex(_GpuBase):
         per = self.postings_per_term[queries.indices] * (2 + self.value_bytes) + 16 * self.n_tiles
         return np.add.reduceat(per, queries.indptr[:-1]) * (np.diff(queries.indptr) > 0) if len(queries) else per
 
-    def search(self, queries, k: int = 10, params: SearchParams | None = None, chunk: int = 16384) -> SearchResult:
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, chunk: int = 16384,
+               _stages: int = 3) -> SearchResult:
+        """Exact top-k per query (``params`` is accepted for the common contract; exact search has no knobs)."""
         queries = self._check(queries, k)
         nq = len(queries)
-        d_s, d_i = self._outputs(max(nq, 1), k)
         if nq == 0:
             return SearchResult(np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
-        q_ptr, q_idx, q_val = self._upload(queries)
-        nc = min(nq, chunk)
-        part_s, part_i, counter = self._scratch(("exact", nc, k), lambda: (
-            self.cuda.device_array((nc, self.n_tiles * k), np.float32),
-            self.cuda.device_array((nc, self.n_tiles * k), np.int32),
-            self.cuda.to_device(np.zeros(nc, np.int32))))
-        d = self.d
-        for q0 in range(0, nq, nc):
-            n = min(nc, nq - q0)
-            self.kernel[(self.n_tiles, n), self.tpb](d["tile_ptr"], d["post_doc"], d["post_val"], self.n_tiles, q_ptr,
-                                                     q_idx, q_val, q0, k, part_s, part_i, counter, d_s, d_i)
-        return self._result(d_s, d_i)
+        with self._lock:
+            q_ptr, q_idx, q_val = self._upload(queries)
+            nc = min(nq, chunk)
+            part_s, part_i, counter = self._scratch(("exact", nc, k), lambda: (
+                self.cuda.device_array((nc, self.n_tiles * k), np.float32),
+                self.cuda.device_array((nc, self.n_tiles * k), np.int32),
+                self.cuda.to_device(np.zeros(nc, np.int32))))
+            buf, d_s, d_i = self._outputs(nq, k)
+            d = self.d
+            for q0 in range(0, nq, nc):
+                n = min(nc, nq - q0)
+                self.kernel[(self.n_tiles, n), self.tpb](d["tile_ptr"], d["post_doc"], d["post_val"], self.n_tiles,
+                                                         q_ptr, q_idx, q_val, q0, k, part_s, part_i, counter, d_s,
+                                                         d_i, _stages)
+            return self._result(buf)
 
 
 class GpuSeismicIndex(_GpuBase):
@@ -144,7 +157,7 @@ class GpuSeismicIndex(_GpuBase):
     MAX_Q = 1024
     MAX_CUT = 64
 
-    def __init__(self, host, tpb: int = 256, group: int = 8, first_blocks: int = 16, memory_budget: int = 2 << 30):
+    def __init__(self, host, tpb: int = 256, group: int = 8, first_blocks: int = 16, memory_budget: int = 4 << 30):
         super().__init__(host, tpb)
         if host.dim > 65536:
             raise ConfigError(f"the cuda backend handles dim <= 65536 (uint16 term ids); this index has dim {host.dim}")
@@ -180,8 +193,10 @@ class GpuSeismicIndex(_GpuBase):
             raise ConfigError(f"n_knn={params.n_knn}: the cuda backend has no k-NN refinement; search with n_knn=0")
         return params, int(fb)
 
-    def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
-        """Top-k per query; ``params`` or overrides: query_cut, heap_factor, first_blocks."""
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, with_stats: bool = True,
+               _stages: int = 3, **overrides) -> SearchResult:
+        """Top-k per query; ``params`` or overrides: query_cut, heap_factor, first_blocks. With ``with_stats``
+        the per-query work counters are copied back into ``last_stats`` (one more device-to-host copy)."""
         params, first_blocks = self._params(params, dict(overrides))
         queries = self._check(queries, k)
         nq = len(queries)
@@ -202,18 +217,22 @@ class GpuSeismicIndex(_GpuBase):
             c.device_array((nc, cap_b), np.float32), c.device_array((nc, cap_b), np.int32),
             c.device_array((nc, words), np.uint32), c.device_array((nc, cap_d), np.int32),
             c.device_array((nc, cap_d), np.float32), c.device_array((nc, cap_d), np.int32)))
-        d_s, d_i = self._outputs(nq, k)
-        stats = c.device_array((nq, 6), np.int64)
-        q_ptr, q_idx, q_val = self._upload(queries)
-        d = self.d
-        for q0 in range(0, nq, nc):
-            n = min(nc, nq - q0)
-            self.kernel[n, self.tpb](q_ptr, q_idx, q_val, q0, d["term_blk_ptr"], d["blk_doc_ptr"], d["blk_docs"],
-                                     d["fwd_ptr"], d["fwd_idx"], d["fwd_val"], d["sum_ptr"], d["sum_idx"],
-                                     d["sum_code"], d["sum_min"], d["sum_step"], k, cut, np.float32(params.heap_factor),
-                                     first_blocks, blk_score, blk_id, visited, todo, cand_s, cand_i, d_s, d_i, stats)
-        res = self._result(d_s, d_i)
-        self.last_stats_raw = st = stats.copy_to_host()
+        with self._lock:
+            buf, d_s, d_i = self._outputs(nq, k)
+            stats = self._scratch(("stats", nq), lambda: c.device_array((nq, 6), np.int64))
+            q_ptr, q_idx, q_val = self._upload(queries)
+            d = self.d
+            for q0 in range(0, nq, nc):
+                n = min(nc, nq - q0)
+                self.kernel[n, self.tpb](q_ptr, q_idx, q_val, q0, d["term_blk_ptr"], d["blk_doc_ptr"], d["blk_docs"],
+                                         d["fwd_ptr"], d["fwd_idx"], d["fwd_val"], d["sum_ptr"], d["sum_idx"],
+                                         d["sum_code"], d["sum_min"], d["sum_step"], k, cut,
+                                         np.float32(params.heap_factor), first_blocks, blk_score, blk_id, visited, todo,
+                                         cand_s, cand_i, d_s, d_i, stats, _stages)
+            res = self._result(buf)
+            if not with_stats:
+                return res
+            self.last_stats_raw = st = stats.copy_to_host()
         self.last_stats = {name: float(st[:, j].mean()) for j, name in enumerate(
             ("blocks_scored", "summary_entries", "blocks_visited", "docs_scored", "fwd_entries", "postings_visited"))}
         return res
@@ -225,11 +244,8 @@ class GpuSeismicIndex(_GpuBase):
         vb = self.host_arrays["fwd_val"].dtype.itemsize + self.host_arrays["fwd_idx"].dtype.itemsize
         return st[:, 0] * (8 + 8 + 16) + st[:, 1] * sb + st[:, 2] * 16 + st[:, 5] * 4 + st[:, 4] * vb + st[:, 3] * 16
 
-    def reference(self, queries, k: int = 10, params: SearchParams | None = None, threads: int | None = None,
-                  **overrides) -> SearchResult:
-        """The same algorithm on the CPU (``aftershock.gpu.reference``), on the same arrays."""
-        import numba
-
+    def reference(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
+        """The same algorithm on the CPU (``aftershock.gpu.reference``, one thread), on the same arrays."""
         from aftershock.gpu.reference import blocked_search
 
         params, first_blocks = self._params(params, dict(overrides))
@@ -240,12 +256,10 @@ class GpuSeismicIndex(_GpuBase):
         out_i = np.full((nq, k), -1, np.int64)
         stats = np.zeros((nq, 6), np.int64)
         if nq:
-            nt = min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS, nq)
-            numba.set_num_threads(nt)
             blocked_search(queries.indptr, queries.indices, queries.values, a["term_blk_ptr"], a["blk_doc_ptr"],
                            a["blk_docs"], a["fwd_ptr"], a["fwd_idx"], a["fwd_val"].astype(np.float32), a["sum_ptr"],
                            a["sum_idx"], a["sum_code"], a["sum_min"], a["sum_step"], self.dim, self.n_docs, k,
-                           params.query_cut, np.float32(params.heap_factor), first_blocks, self.group, nt, out_s,
+                           params.query_cut, np.float32(params.heap_factor), first_blocks, self.group, 1, out_s,
                            out_i, stats)
         self.last_stats_raw = stats
         return SearchResult(out_s, out_i)
