@@ -262,21 +262,21 @@ def cmd_run(a) -> None:
     data = Path(a.data)
     k = a.k
     ncpu = len(os.sched_getaffinity(0))
-    dev = cuda.get_current_device()
-    say(f"device: {dev.name.decode() if isinstance(dev.name, bytes) else dev.name}, cc {dev.compute_capability}, "
-        f"{ncpu} CPU cores, torch {torch.__version__}, numba-cuda "
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"none ({cuda.__name__})"
+    say(f"device: {dev}, {ncpu} CPU cores, torch {torch.__version__}, numba-cuda "
         f"{getattr(sys.modules.get('numba_cuda'), '__version__', '?')}")
     t = time.perf_counter()
     docs = unpack_docs(data / "docs.pack.npz")
     qs = load_queries(data, "bench")[: a.n_queries]
     say(f"data: {len(docs):,} docs, {docs.nnz:,} nnz, dim {docs.dim}; {len(qs)} fresh queries "
         f"({qs.nnz / len(qs):.1f} nnz/query) ({time.perf_counter() - t:.1f} s)")
-    bw = copy_bandwidth(torch)
+    gpu = torch.cuda.is_available()
+    bw = copy_bandwidth(torch) if gpu else float("nan")
     say(f"HBM copy bandwidth (read + write): {bw / 1e12:.2f} TB/s")
     t = time.perf_counter()
     tids, tsc = truth_f64(docs, qs, k, ncpu)
     say(f"float64 truth: {time.perf_counter() - t:.1f} s")
-    results = {"device": str(dev.name), "copy_bw": bw, "n_docs": len(docs), "nnz": docs.nnz, "n_queries": len(qs),
+    results = {"device": dev, "copy_bw": bw, "n_docs": len(docs), "nnz": docs.nnz, "n_queries": len(qs),
                "rows": []}
     batches = [int(b) for b in a.batches.split(",")]
     cap = {1: a.max_single, 64: 4096}
@@ -299,7 +299,7 @@ def cmd_run(a) -> None:
 
     # ---- exact GPU
     t = time.perf_counter()
-    gex = GpuExactIndex(ExactIndex.build(docs), tile=a.tile)
+    gex = GpuExactIndex(ExactIndex.build(docs), tpb=a.tpb, tile=a.tile)
     say(f"exact GPU index: {gex.nbytes / 1e6:.0f} MB on device, {gex.n_tiles} tiles of {gex.tile} "
         f"({time.perf_counter() - t:.1f} s)")
     r = gex.search(qs, k)
@@ -310,8 +310,25 @@ def cmd_run(a) -> None:
     bq_exact = gex.bytes_per_query(qs).astype(np.float64)
     bench("exact-gpu (aftershock)", lambda q: gex.search(q, k), bq_exact, rec_ex)
 
+    # ---- where the exact kernel's time goes (batch 1024): accumulate only, + tile top-k, full; another tile
+    vb = min(1024, len(qs))
+    for name, fn in [("exact-gpu stage 1: accumulate only", lambda q: gex.search(q, k, _stages=1)),
+                     ("exact-gpu stage 2: + tile top-k", lambda q: gex.search(q, k, _stages=2))]:
+        sec, n = time_batches(fn, qs, vb, vb * 4)
+        say(f"variant {name:45s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
+        results.setdefault("variants", []).append(dict(name=name, batch=vb, us=sec / n * 1e6))
+    if a.tile2:
+        g2 = GpuExactIndex(gex.host, tpb=a.tpb, tile=a.tile2)
+        sec, n = time_batches(lambda q: g2.search(q, k), qs, vb, vb * 4)
+        say(f"variant exact-gpu tile {a.tile2:<33d} batch {vb}: {sec / n * 1e6:8.3f} us/q "
+            f"(recall {recall(tids, g2.search(qs, k).ids):.4f})")
+        results.setdefault("variants", []).append(dict(name=f"exact tile {a.tile2}", batch=vb, us=sec / n * 1e6))
+        del g2
+
     # ---- torch SpMM + topk
     try:
+        if not gpu:
+            raise RuntimeError("torch sees no GPU")
         ts = TorchSpMM(torch, docs)
         tr = np.concatenate([ts.search(qs[np.arange(x, min(x + 1024, len(qs)))], k)[1] for x in range(0, len(qs), 1024)])
         bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall(tids, tr))
@@ -324,7 +341,7 @@ def cmd_run(a) -> None:
     t = time.perf_counter()
     sidx, bt = build_seismic(docs, ncpu)
     say(f"Seismic index built on the CPU ({ncpu} threads) in {bt:.1f} s: {sidx.n_blocks:,} blocks")
-    gs = GpuSeismicIndex(sidx, group=a.group)
+    gs = GpuSeismicIndex(sidx, tpb=a.tpb, group=a.group)
     say(f"blocked GPU index: {gs.nbytes / 1e6:.0f} MB on device ({time.perf_counter() - t - bt:.1f} s)")
     for qc, hf, fb in parse_sweep(a.sweep):
         kw = dict(query_cut=qc, heap_factor=hf, first_blocks=fb)
@@ -340,20 +357,28 @@ def cmd_run(a) -> None:
         say(f"blocked GPU {kw}: recall {rec:.4f}; vs CPU reference on {n_ref} queries: identical ids "
             f"{100 * same:.1f}%, max score diff {err:.2e}; per query: blocks scored {st['blocks_scored']:.0f}, "
             f"visited {st['blocks_visited']:.0f}, docs rescored {st['docs_scored']:.0f}")
-        bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs.search(q, k, **kw), bq, rec,
-              f"docs/q {st['docs_scored']:.0f}")
+        bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs.search(q, k, with_stats=False, **kw), bq,
+              rec, f"docs/q {st['docs_scored']:.0f}")
+        if (qc, hf, fb) == parse_sweep(a.sweep)[0]:  # where the blocked kernel's time goes
+            for stg, name in [(1, "summary scores only"), (2, "+ phase A (first blocks, theta)")]:
+                sec, n = time_batches(lambda q, kw=kw, stg=stg: gs.search(q, k, with_stats=False, _stages=stg, **kw),
+                                      qs, vb, vb * 4)
+                say(f"variant blocked stage {stg}: {name:32s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
+                results.setdefault("variants", []).append(dict(name=f"blocked {kw} stage {stg}", batch=vb,
+                                                               us=sec / n * 1e6))
 
     # ---- CPU Aftershock on this machine's cores
     sub = qs[np.arange(min(len(qs), a.cpu_queries))]
     for qc, hf in [tuple(map(float, x.split(":"))) for x in a.cpu_sweep.split(",")]:
         p = SearchParams(query_cut=int(qc), heap_factor=hf, threads=ncpu)
-        sidx.search(sub[np.arange(64)], k, p)
+        sidx.search(sub[np.arange(min(64, len(sub)))], k, p)
         t = time.perf_counter()
         r = sidx.search(sub, k, p)
         sec = time.perf_counter() - t
         rec = recall(tids[: len(sub)], r.ids)
         p1 = p.with_(threads=1)
         one = sub[np.arange(min(300, len(sub)))]
+        sidx.search(one[np.arange(1)], k, p1)  # compiles the single-thread path
         t = time.perf_counter()
         for i in range(len(one)):
             sidx.search(one[np.arange(i, i + 1)], k, p1)
@@ -364,7 +389,7 @@ def cmd_run(a) -> None:
         say(f"CPU Aftershock seismic qc={int(qc)} hf={hf}: recall {rec:.4f}, {len(sub) / sec:,.0f} QPS on {ncpu} "
             f"threads (batch {len(sub)}), {lat * 1e6:.0f} us/query on 1 thread")
     ex = ExactIndex.build(docs)
-    ex.search(sub[np.arange(64)], k, threads=ncpu)
+    ex.search(sub[np.arange(min(64, len(sub)))], k, threads=ncpu)
     t = time.perf_counter()
     r = ex.search(sub, k, threads=ncpu)
     sec = time.perf_counter() - t
@@ -412,8 +437,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--batches", default="1,64,1024,8192")
     p.add_argument("--tile", type=int, default=8192)
+    p.add_argument("--tile2", type=int, default=4096, help="a second tile size timed as a variant (0: none)")
+    p.add_argument("--tpb", type=int, default=256, help="CUDA threads per block")
     p.add_argument("--max-single", type=int, default=500, help="queries timed one by one at batch 1")
-    p.add_argument("--n-check", type=int, default=1024, help="queries compared with the CPU reference")
+    p.add_argument("--n-check", type=int, default=256, help="queries compared with the CPU reference")
     p.add_argument("--cpu-queries", type=int, default=4096)
     p.add_argument("--cpu-sweep", default="10:0.7")
     a = ap.parse_args(argv)

@@ -31,6 +31,8 @@ def cuda_available() -> bool:
 
 
 def _require_cuda():
+    if not hasattr(np, "row_stack"):  # numba-cuda <= 0.30 registers np.row_stack, which numpy 2.5 removed
+        np.row_stack = np.vstack
     from numba import cuda
 
     if not cuda_available():
