@@ -223,6 +223,41 @@ def time_batches(fn, queries: SparseBatch, batch: int, max_queries: int, repeats
     return float(np.median(best)), n
 
 
+_LAST_BREAKDOWN: dict = {}
+
+
+def latency_breakdown(g, qs, k, cuda, n: int = 200) -> str:
+    """Batch-1 exact search split into its host and device steps (median µs over n single queries)."""
+    n = min(n, len(qs))
+    one = [qs[np.arange(i, i + 1)] for i in range(n)]
+    dq = g._upload(one[0])
+    buf = g._launch(dq, 1, k)
+    cuda.synchronize()
+
+    def med(fn):
+        fn(0)
+        ts = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts)) * 1e6
+
+    steps = {
+        "check": med(lambda i: g._check(one[i], k)),
+        "upload+sync": med(lambda i: (g._upload(one[i]), cuda.synchronize())),
+    }
+    dq = g._upload(one[0])  # the upload buffer is reused: re-upload the query the launches below read
+    steps |= {
+        "empty launch+sync": med(lambda i: (g._launch(dq, 1, k, stages=0), cuda.synchronize())),
+        "kernel launch+sync": med(lambda i: (g._launch(dq, 1, k), cuda.synchronize())),
+        "download": med(lambda i: g._result(buf)),
+        "search() total": med(lambda i: g.search(one[i], k)),
+    }
+    _LAST_BREAKDOWN.update(steps)
+    return "batch-1 exact latency (median us): " + ", ".join(f"{a} {b:.1f}" for a, b in steps.items())
+
+
 class TorchSpMM:
     """The baseline of the issue: docs as a torch CSR matrix on the GPU, queries densified, D @ Q, topk."""
 
@@ -310,6 +345,10 @@ def cmd_run(a) -> None:
     bq_exact = gex.bytes_per_query(qs).astype(np.float64)
     bench("exact-gpu (aftershock)", lambda q: gex.search(q, k), bq_exact, rec_ex)
 
+    # ---- where a single query's time goes (exact): host checks, upload, empty launch, kernel, download
+    say(latency_breakdown(gex, qs, k, cuda, n=min(200, a.max_single * 40)))
+    results["latency_breakdown_us"] = _LAST_BREAKDOWN
+
     # ---- where the exact kernel's time goes (batch 1024): accumulate only, + tile top-k, full; another tile
     vb = min(1024, len(qs))
     for name, fn in [("exact-gpu stage 1: accumulate only", lambda q: gex.search(q, k, _stages=1)),
@@ -344,30 +383,50 @@ def cmd_run(a) -> None:
     gs = GpuSeismicIndex(sidx, tpb=a.tpb, group=a.group)
     say(f"blocked GPU index: {gs.nbytes / 1e6:.0f} MB on device ({time.perf_counter() - t - bt:.1f} s)")
     for qc, hf, fb in parse_sweep(a.sweep):
-        kw = dict(query_cut=qc, heap_factor=hf, first_blocks=fb)
-        r = gs.search(qs, k, **kw)
-        rec = recall(tids, r.ids)
-        bq = gs.bytes_touched().astype(np.float64)
-        st = gs.last_stats
-        # the same algorithm on the CPU (its reference) must give the same ids
-        n_ref = min(len(qs), a.n_check)
-        ref = gs.reference(qs[np.arange(n_ref)], k, **kw)
-        same = float((ref.ids == r.ids[:n_ref]).all(axis=1).mean())
-        err = float(np.nanmax(np.abs(np.where(ref.ids >= 0, ref.scores - r.scores[:n_ref], 0))))
-        say(f"blocked GPU {kw}: recall {rec:.4f}; vs CPU reference on {n_ref} queries: identical ids "
-            f"{100 * same:.1f}%, max score diff {err:.2e}; per query: blocks scored {st['blocks_scored']:.0f}, "
-            f"visited {st['blocks_visited']:.0f}, docs rescored {st['docs_scored']:.0f}")
-        bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs.search(q, k, with_stats=False, **kw), bq,
-              rec, f"docs/q {st['docs_scored']:.0f}")
-        if (qc, hf, fb) == parse_sweep(a.sweep)[0]:  # where the blocked kernel's time goes
-            for stg, name in [(1, "summary scores only"), (2, "+ phase A (first blocks, theta)")]:
-                sec, n = time_batches(lambda q, kw=kw, stg=stg: gs.search(q, k, with_stats=False, _stages=stg, **kw),
-                                      qs, vb, vb * 4)
-                say(f"variant blocked stage {stg}: {name:32s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
-                results.setdefault("variants", []).append(dict(name=f"blocked {kw} stage {stg}", batch=vb,
-                                                               us=sec / n * 1e6))
+        try:
+            blocked_setting(a, gs, qs, tids, k, (qc, hf, fb), bench, say, results, vb)
+        except Exception as e:  # noqa: BLE001 - keep the other settings
+            say(f"blocked setting {(qc, hf, fb)} FAILED: {type(e).__name__}: {e}")
 
     # ---- CPU Aftershock on this machine's cores
+    try:
+        cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results)
+    except Exception as e:  # noqa: BLE001
+        say(f"CPU rows FAILED: {type(e).__name__}: {e}")
+    (out / "gpu_search.json").write_text(json.dumps(results, indent=1))
+    say("\n" + table(results))
+
+
+def blocked_setting(a, gs, qs, tids, k, setting, bench, say, results, vb):
+    qc, hf, fb = setting
+    kw = dict(query_cut=qc, heap_factor=hf, first_blocks=fb)
+    r = gs.search(qs, k, **kw)
+    rec = recall(tids, r.ids)
+    bq = gs.bytes_touched().astype(np.float64)
+    st = gs.last_stats
+    # the same algorithm on the CPU (its reference) must give the same ids
+    n_ref = min(len(qs), a.n_check)
+    ref = gs.reference(qs[np.arange(n_ref)], k, **kw)
+    same = float((ref.ids == r.ids[:n_ref]).all(axis=1).mean())
+    ok = ref.ids >= 0
+    err = float(np.abs(ref.scores[ok] - r.scores[:n_ref][ok]).max()) if ok.any() else 0.0
+    say(f"blocked GPU {kw}: recall {rec:.4f}; vs CPU reference on {n_ref} queries: identical ids "
+        f"{100 * same:.1f}%, max score diff {err:.2e}; per query: blocks scored {st['blocks_scored']:.0f}, "
+        f"visited {st['blocks_visited']:.0f}, docs rescored {st['docs_scored']:.0f}")
+    bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs.search(q, k, with_stats=False, **kw), bq,
+          rec, f"docs/q {st['docs_scored']:.0f}")
+    if setting == parse_sweep(a.sweep)[0]:  # where the blocked kernel's time goes
+        for stg, name in [(1, "summary scores only"), (2, "+ phase A (first blocks, theta)")]:
+            sec, n = time_batches(lambda q, kw=kw, stg=stg: gs.search(q, k, with_stats=False, _stages=stg, **kw),
+                                  qs, vb, vb * 4)
+            say(f"variant blocked stage {stg}: {name:32s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
+            results.setdefault("variants", []).append(dict(name=f"blocked {kw} stage {stg}", batch=vb,
+                                                           us=sec / n * 1e6))
+
+
+def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
+    from aftershock.seismic import ExactIndex, SearchParams
+
     sub = qs[np.arange(min(len(qs), a.cpu_queries))]
     for qc, hf in [tuple(map(float, x.split(":"))) for x in a.cpu_sweep.split(",")]:
         p = SearchParams(query_cut=int(qc), heap_factor=hf, threads=ncpu)
@@ -396,8 +455,6 @@ def cmd_run(a) -> None:
     results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall(tids[: len(sub)], r.ids),
                                 qps=len(sub) / sec, us=sec / len(sub) * 1e6, threads=ncpu))
     say(f"CPU Aftershock exact: {len(sub) / sec:,.0f} QPS on {ncpu} threads")
-    (out / "gpu_search.json").write_text(json.dumps(results, indent=1))
-    say("\n" + table(results))
 
 
 def table(results) -> str:

@@ -89,11 +89,33 @@ def _select(vals, ids, n, direct, k, base, out_s, out_i, red_s, red_i, tpb):
 
 
 @cuda.jit(device=True)
-def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, tpb):
-    """Top k of a shared accumulator (touched <=> > 0) in two passes instead of k: the k-th best of the
-    threads' own maxima bounds the tile's k-th score from below; entries reaching it (at most 32 k when
-    each thread holds n / tpb <= 32 entries) are compacted into cs/ci and ranked there. Falls back to k
-    passes over acc when they overflow cs."""
+def _rank_select(vals, ids, n, k, out_s, out_i, tpb):
+    """The entry of rank r < k among (vals[x], ids[x]), x < n (ids >= 0 valid, unique), goes to out_*[r]: each
+    thread counts the entries ranking above its own (O(n^2 / tpb) reads, no rounds, no barriers). The caller
+    pads out_* and synchronizes before and after."""
+    for x in range(cuda.threadIdx.x, n, tpb):
+        s = vals[x]
+        d = np.int64(ids[x])
+        if d < 0:
+            continue
+        r = 0
+        for y in range(n):
+            dy = np.int64(ids[y])
+            if dy >= 0 and _better(vals[y], dy, s, d):
+                r += 1
+                if r >= k:
+                    break
+        if r < k:
+            out_s[r] = s
+            out_i[r] = d
+
+
+@cuda.jit(device=True)
+def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, th_s, th_i, tpb):
+    """Top k of a shared accumulator (touched <=> > 0) in two passes: theta = the k-th best of the threads'
+    own maxima bounds the k-th score from below; the entries reaching it (at most 32 k when each thread holds
+    n / tpb <= 32 entries) are compacted into cs/ci and ranked there. Falls back to k block-wide rounds over
+    acc when they overflow cs."""
     tid = cuda.threadIdx.x
     cap = cs.shape[0]
     m = NEG
@@ -103,29 +125,30 @@ def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, tpb):
         if s > 0 and _better(s, np.int64(x), m, mi):
             m = s
             mi = np.int64(x)
+    red_s[tid] = m
+    red_i[tid] = mi
+    for x in range(tid, k, tpb):
+        out_s[x] = NEG
+        out_i[x] = -1
     if tid == 0:
         ccnt[0] = 0
-    ps = POS
-    pi = np.int64(-1)
-    found = 0
-    for r in range(k):
-        ms = NEG
-        mx = BIG
-        if _better(ps, pi, m, mi):  # each thread offers its maximum until it has been taken
-            ms = m
-            mx = mi
-        bs, bi = _block_best(ms, mx, red_s, red_i, tpb)
-        if bi == BIG:
-            break
-        ps = bs
-        pi = bi
-        found += 1
-    if found < k:  # fewer than k threads touched anything: every touched entry is a candidate
-        ps = np.float32(0.0)
-        pi = BIG
+        th_s[0] = 0.0  # fewer than k threads touched anything: every touched entry is a candidate
+        th_i[0] = BIG
+    cuda.syncthreads()
+    if mi != BIG:
+        r = 0
+        for y in range(tpb):
+            if red_i[y] != BIG and _better(red_s[y], red_i[y], m, mi):
+                r += 1
+        if r == k - 1:
+            th_s[0] = m
+            th_i[0] = mi
+    cuda.syncthreads()
+    ts = th_s[0]
+    ti = th_i[0]
     for x in range(tid, n, tpb):
         s = acc[x]
-        if s > 0 and not _better(ps, pi, s, np.int64(x)):
+        if s > 0 and not _better(ts, ti, s, np.int64(x)):
             c = cuda.atomic.add(ccnt, 0, 1)
             if c < cap:
                 cs[c] = s
@@ -133,7 +156,7 @@ def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, tpb):
     cuda.syncthreads()
     nc = ccnt[0]
     if nc <= cap:
-        _select(cs, ci, nc, False, k, base, out_s, out_i, red_s, red_i, tpb)
+        _rank_select(cs, ci, nc, k, out_s, out_i, tpb)
     else:
         _select(acc, ci, n, True, k, base, out_s, out_i, red_s, red_i, tpb)
 
@@ -143,7 +166,9 @@ def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, tpb):
 def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
     """grid (n_tiles, n_queries): block (tile j, query q) scatter-adds q's postings that fall in tile j into
     a shared accumulator, keeps the tile's top k, and the last block of q to finish merges the tiles.
-    ``stages`` < 3 stops early (for timing the parts): 1 = accumulate only, 2 = + the tile's top k."""
+    ``stages`` < 3 stops early (for timing the parts): 0 = nothing (launch cost), 1 = accumulate only,
+    2 = + the tile's top k. Shared-memory float atomics are compare-and-swap loops on sm_90, but postings of one
+    term never collide, so they rarely retry."""
     assert tpb >= 32 and tpb & (tpb - 1) == 0
     ngroups = tpb // 32
 
@@ -162,7 +187,11 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
         cs = cuda.shared.array(cand, np.float32)
         ci = cuda.shared.array(cand, np.int32)
         ccnt = cuda.shared.array(1, np.int32)
+        th_s = cuda.shared.array(1, np.float32)
+        th_i = cuda.shared.array(1, np.int64)
         last = cuda.shared.array(1, np.int32)
+        if stages == 0:
+            return
         for x in range(tid, tile, tpb):
             acc[x] = 0.0
         cuda.syncthreads()
@@ -171,15 +200,39 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
             t = np.int64(q_idx[a])
             w = q_val[a]
             p1 = tile_ptr[t * stride + j + 1]
-            for p in range(tile_ptr[t * stride + j] + lane, p1, 32):
-                cuda.atomic.add(acc, np.int32(post_doc[p]), w * np.float32(post_val[p]))
+            for p in range(tile_ptr[t * stride + j] + lane, p1, 128):
+                # four postings per lane per step, all loads issued before the adds (memory-level parallelism)
+                d0 = post_doc[p]
+                v0 = post_val[p]
+                d1 = d0
+                v1 = v0
+                d2 = d0
+                v2 = v0
+                d3 = d0
+                v3 = v0
+                if p + 32 < p1:
+                    d1 = post_doc[p + 32]
+                    v1 = post_val[p + 32]
+                if p + 64 < p1:
+                    d2 = post_doc[p + 64]
+                    v2 = post_val[p + 64]
+                if p + 96 < p1:
+                    d3 = post_doc[p + 96]
+                    v3 = post_val[p + 96]
+                cuda.atomic.add(acc, np.int32(d0), w * np.float32(v0))
+                if p + 32 < p1:
+                    cuda.atomic.add(acc, np.int32(d1), w * np.float32(v1))
+                if p + 64 < p1:
+                    cuda.atomic.add(acc, np.int32(d2), w * np.float32(v2))
+                if p + 96 < p1:
+                    cuda.atomic.add(acc, np.int32(d3), w * np.float32(v3))
         cuda.syncthreads()
         if stages == 1:
             if tid == 0:
                 part_s[qq, j * k] = acc[0]
             return
         _tile_topk(acc, tile, k, np.int64(j) * tile, part_s[qq, j * k:(j + 1) * k], part_i[qq, j * k:(j + 1) * k],
-                   red_s, red_i, cs, ci, ccnt, tpb)
+                   red_s, red_i, cs, ci, ccnt, th_s, th_i, tpb)
         if stages == 2:
             return
         # the last tile block of this query to finish merges all tiles' candidates
@@ -191,7 +244,15 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
         if last[0] == 0:
             return
         cuda.threadfence()
-        _select(part_s[qq], part_i[qq], n_tiles * k, False, k, 0, out_s[q], out_i[q], red_s, red_i, tpb)
+        n = n_tiles * k
+        if n <= 4096:
+            for x in range(tid, k, tpb):
+                out_s[q, x] = NEG
+                out_i[q, x] = -1
+            cuda.syncthreads()
+            _rank_select(part_s[qq], part_i[qq], n, k, out_s[q], out_i[q], tpb)
+        else:
+            _select(part_s[qq], part_i[qq], n, False, k, 0, out_s[q], out_i[q], red_s, red_i, tpb)
         if tid == 0:
             counter[qq] = 0  # ready for the next launch
 
@@ -211,11 +272,12 @@ def _qweight(t, qbits, qpos, qv):
 
 
 @lru_cache(maxsize=None)
-def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words: int = 2048, max_cut: int = 64):
+def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words: int = 2048, max_cut: int = 64,
+                   max_bl: int = 1024):
     """grid (n_queries,): one block per query runs the whole batch-first blocked search:
 
-    1. the ``query_cut`` heaviest query terms pick posting lists; every block of those lists gets its
-       summary score (thread per block, entries in ascending term order, as the CPU);
+    1. the ``query_cut`` heaviest query terms pick posting lists (at most ``max_bl`` blocks each); every
+       block of those lists gets its summary score, adding the query's terms in ascending order as the CPU;
     2. phase A: the ``first_blocks`` best-scoring blocks' documents are rescored exactly from the forward
        index; their k-th best score is the threshold theta;
     3. phase B: every other block with summary score >= heap_factor * theta is visited; its documents not
@@ -255,8 +317,34 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
             if x < n:
                 d = todo[qq, x]
                 e1 = fwd_ptr[d + 1]
-                for e in range(fwd_ptr[d] + mem, e1, group):
-                    s += _qweight(np.int32(fwd_idx[e]), qbits, qpos, qv) * np.float32(fwd_val[e])
+                step = 4 * group
+                for e in range(fwd_ptr[d] + mem, e1, step):
+                    # four entries per member per step, loads first (memory-level parallelism); the adds keep
+                    # the order e, e + group, ... of the CPU reference
+                    t0 = fwd_idx[e]
+                    v0 = fwd_val[e]
+                    t1 = t0
+                    v1 = v0
+                    t2 = t0
+                    v2 = v0
+                    t3 = t0
+                    v3 = v0
+                    if e + group < e1:
+                        t1 = fwd_idx[e + group]
+                        v1 = fwd_val[e + group]
+                    if e + 2 * group < e1:
+                        t2 = fwd_idx[e + 2 * group]
+                        v2 = fwd_val[e + 2 * group]
+                    if e + 3 * group < e1:
+                        t3 = fwd_idx[e + 3 * group]
+                        v3 = fwd_val[e + 3 * group]
+                    s += _qweight(np.int32(t0), qbits, qpos, qv) * np.float32(v0)
+                    if e + group < e1:
+                        s += _qweight(np.int32(t1), qbits, qpos, qv) * np.float32(v1)
+                    if e + 2 * group < e1:
+                        s += _qweight(np.int32(t2), qbits, qpos, qv) * np.float32(v2)
+                    if e + 3 * group < e1:
+                        s += _qweight(np.int32(t3), qbits, qpos, qv) * np.float32(v3)
                 if mem == 0:
                     cuda.atomic.add(cnt, 2, e1 - fwd_ptr[d])
             part[tid] = s
@@ -273,7 +361,8 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
 
     @cuda.jit
     def kernel(q_ptr, q_idx, q_val, q0, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
-               sum_ptr, sum_idx, sum_code, sum_min, sum_step, k, query_cut, heap_factor, first_blocks,
+               comp_list_ptr, comp_ids, comp_ent_ptr, ent_blk, ent_code, sum_min, sum_step, k, query_cut,
+               heap_factor, first_blocks,
                blk_score, blk_id, visited, todo, cand_s, cand_i, out_s, out_i, stats, stages):
         qq = cuda.blockIdx.x
         q = q0 + qq
@@ -289,6 +378,16 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
         # cnt: 0 todo, 1 candidates, 2 forward entries, 3 postings visited, 4 summary entries, 5 blocks visited,
         # 6 docs rescored in phase A
         cnt = cuda.shared.array(8, np.int64)
+        crng = cuda.shared.array(max_q, np.int32)
+        cs = cuda.shared.array(1024, np.float32)
+        ci = cuda.shared.array(1024, np.int32)
+        ccnt = cuda.shared.array(1, np.int32)
+        th_s = cuda.shared.array(1, np.float32)
+        th_i = cuda.shared.array(1, np.int64)
+        acc_dot = cuda.shared.array(max_bl, np.float32)
+        acc_q = cuda.shared.array(max_bl, np.float32)
+        if stages == 0:
+            return
         a = q_ptr[q]
         nq = q_ptr[q + 1] - a
         for w in range(tid, dim_words, tpb):
@@ -332,37 +431,66 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
             cut_off[ncut] = off
         cuda.syncthreads()
         nb = cut_off[ncut]
-        # 1. summary scores of every block of the selected lists
-        for g in range(tid, nb, tpb):
-            c = 0
-            while cut_off[c + 1] <= g:
-                c += 1
-            b = term_blk_ptr[cut_t[c]] + (g - cut_off[c])
-            dot = np.float32(0.0)
-            sq = np.float32(0.0)
-            for e in range(sum_ptr[b], sum_ptr[b + 1]):
-                w = _qweight(np.int32(sum_idx[e]), qbits, qpos, qv)
-                if w != 0.0:
-                    dot += w * np.float32(sum_code[e])
-                    sq += w
-            blk_score[qq, g] = sum_min[b] * sq + sum_step[b] * dot
-            blk_id[qq, g] = b
-            cuda.atomic.add(cnt, 4, sum_ptr[b + 1] - sum_ptr[b])
+        # 1. summary scores of every block of the selected lists, list by list. A list's summaries are stored
+        # component-major (per summary term, its (block, code) entries), so only the entries of the query's
+        # own terms are read: query term by query term (ascending, as the CPU adds them), all threads over
+        # that term's entries; a block appears once per term, so the shared accumulators need no atomics.
+        for c in range(ncut):
+            t = cut_t[c]
+            b0 = term_blk_ptr[t]
+            nbl = term_blk_ptr[t + 1] - b0
+            c0 = comp_list_ptr[t]
+            c1 = comp_list_ptr[t + 1]
+            for j in range(tid, nq, tpb):  # the query term's component in this list (binary search)
+                u = q_idx[a + j]
+                lo = c0
+                hi = c1
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if np.int64(comp_ids[mid]) < u:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < c1 and np.int64(comp_ids[lo]) == u:
+                    crng[j] = lo
+                else:
+                    crng[j] = -1
+            for x in range(tid, nbl, tpb):
+                acc_dot[x] = 0.0
+                acc_q[x] = 0.0
+            cuda.syncthreads()
+            for j in range(nq):
+                g = crng[j]
+                if g >= 0:
+                    w = qv[j]
+                    e1 = comp_ent_ptr[g + 1]
+                    for e in range(comp_ent_ptr[g] + tid, e1, tpb):
+                        bl = ent_blk[e]
+                        acc_dot[bl] += w * np.float32(ent_code[e])
+                        acc_q[bl] += w
+                    if tid == 0:
+                        cnt[4] += e1 - comp_ent_ptr[g]
+                    cuda.syncthreads()
+            off = cut_off[c]
+            for x in range(tid, nbl, tpb):
+                blk_score[qq, off + x] = sum_min[b0 + x] * acc_q[x] + sum_step[b0 + x] * acc_dot[x]
+                blk_id[qq, off + x] = b0 + x
+            cuda.syncthreads()
         cuda.syncthreads()
         if stages == 1:
             return
-        # 2. phase A: the first_blocks best blocks (ps, pi) = the last of them
+        # 2. phase A: the first_blocks best blocks with a positive score; (ps, pi) = the last of them
+        nf = min(first_blocks, nb, cand_s.shape[1])
+        _tile_topk(blk_score[qq], nb, nf, 0, cand_s[qq, :nf], cand_i[qq, :nf], red_s, red_i, cs, ci, ccnt, th_s,
+                   th_i, tpb)
+        cuda.syncthreads()
         ps = POS
         pi = np.int64(-1)
-        for r in range(min(first_blocks, nb)):
-            bs = NEG
-            bi = BIG
-            for g in range(tid, nb, tpb):
-                s = blk_score[qq, g]
-                if _better(ps, pi, s, np.int64(g)) and _better(s, np.int64(g), bs, bi):
-                    bs = s
-                    bi = np.int64(g)
-            ps, pi = _block_best(bs, bi, red_s, red_i, tpb)
+        for r in range(nf):
+            if cand_i[qq, r] >= 0:
+                ps = cand_s[qq, r]
+                pi = np.int64(cand_i[qq, r])
+        cuda.syncthreads()
         for g in range(tid, nb, tpb):
             if not _better(ps, pi, blk_score[qq, g], np.int64(g)):
                 _collect(blk_id[qq, g], blk_doc_ptr, blk_docs, visited, qq, todo, cnt)

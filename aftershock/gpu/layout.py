@@ -63,14 +63,16 @@ def exact_source(index) -> tuple:
 
 
 def seismic_layout(index) -> dict:
-    """A SeismicIndex's arrays as the blocked CUDA kernel reads them.
+    """A SeismicIndex's arrays as the blocked CUDA kernel (and its CPU reference) read them.
 
     Forward index and blocks are passed through (``fwd_val`` float16 bits are viewed as float16,
-    ``blk_docs`` as int32). Summaries become block-major: block b's entries are
-    ``sum_ptr[b]:sum_ptr[b+1]`` with terms ``sum_idx`` ascending and uint8 ``sum_code``; the value is
-    ``sum_min[b] + code * sum_step[b]`` as on the CPU. This is the only function that reads the index's
-    summary storage (component-major per posting list: comp_list_ptr/comp_ids/comp_cnt/ent_list_ptr/
-    ent_blk/ent_code).
+    ``blk_docs`` as int32). Summaries, for the GPU, component-major per posting list: list t's summary
+    terms are ``comp_ids[comp_list_ptr[t]:comp_list_ptr[t+1]]`` (ascending); component g's entries are
+    ``comp_ent_ptr[g]:comp_ent_ptr[g+1]`` of ``ent_blk`` (block within the list) and ``ent_code`` (uint8);
+    the value is ``sum_min[b] + code * sum_step[b]`` as on the CPU. For the CPU reference, the same entries
+    block-major: block b's are ``sum_ptr[b]:sum_ptr[b+1]`` with terms ``sum_idx`` ascending and ``sum_code``.
+    This is the only function that reads the index's summary storage (comp_list_ptr/comp_ids/comp_cnt/
+    ent_list_ptr/ent_blk/ent_code).
     """
     term_blk_ptr = np.asarray(index.term_blk_ptr, np.int64)
     dim = term_blk_ptr.shape[0] - 1
@@ -78,6 +80,12 @@ def seismic_layout(index) -> dict:
     comp_ids = np.asarray(index.comp_ids)
     comp_cnt = np.asarray(index.comp_cnt, np.int64)
     ent_list_ptr = np.asarray(index.ent_list_ptr, np.int64)
+    comp_ent_ptr = np.zeros(comp_cnt.shape[0] + 1, np.int64)
+    np.cumsum(comp_cnt, out=comp_ent_ptr[1:])
+    comp_list_ptr = np.asarray(index.comp_list_ptr, np.int64)
+    if not np.array_equal(comp_ent_ptr[comp_list_ptr], ent_list_ptr):
+        raise ValueError("summary entries are not stored list by list, component by component; "
+                         "adapt aftershock.gpu.layout.seismic_layout to the index's summary layout")
     ent_term = np.repeat(comp_ids, comp_cnt)  # entries are stored list by list, component by component
     ent_list = np.repeat(np.arange(dim, dtype=np.int64), np.diff(ent_list_ptr))
     ent_block = term_blk_ptr[ent_list] + np.asarray(index.ent_blk, np.int64)
@@ -92,4 +100,11 @@ def seismic_layout(index) -> dict:
         blk_docs=np.asarray(index.blk_docs).view(np.int32), sum_ptr=sum_ptr,
         sum_idx=ent_term[order], sum_code=np.asarray(index.ent_code, np.uint8)[order],
         sum_min=np.asarray(index.sum_min, np.float32), sum_step=np.asarray(index.sum_step, np.float32),
+        comp_list_ptr=comp_list_ptr, comp_ids=comp_ids, comp_ent_ptr=comp_ent_ptr,
+        ent_blk=np.asarray(index.ent_blk), ent_code=np.asarray(index.ent_code, np.uint8),
     )
+
+
+# arrays of seismic_layout that the GPU kernel reads (the block-major summaries serve the CPU reference)
+SEISMIC_DEVICE_ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "sum_min",
+                         "sum_step", "comp_list_ptr", "comp_ids", "comp_ent_ptr", "ent_blk", "ent_code")

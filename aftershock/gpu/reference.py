@@ -53,19 +53,22 @@ def _one(qi, qv, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
             sq = np.float32(0.0)
             for e in range(sum_ptr[b], sum_ptr[b + 1]):
                 w = qdense[sum_idx[e]]
-                if w != 0.0:
+                if w != 0.0:  # the GPU reads only these entries (component-major layout)
                     dot += w * np.float32(sum_code[e])
                     sq += w
+                    stats[1] += 1
             score[g] = sum_min[b] * sq + sum_step[b] * dot
             bid[g] = b
-            stats[1] += sum_ptr[b + 1] - sum_ptr[b]
             g += 1
     stats[0] = nb
     # phase A: the first_blocks best blocks (score desc, position asc)
+    # phase A: the first_blocks best blocks with a positive score (score desc, position asc)
     rank = np.argsort(-score, kind="mergesort")
     nf = min(first_blocks, nb)
     in_a = np.zeros(nb, np.bool_)
-    in_a[rank[:nf]] = True
+    for r in rank[:nf]:
+        if score[r] > 0:
+            in_a[r] = True
     hs = np.empty(k, np.float32)
     hi = np.empty(k, np.int64)
     size = 0

@@ -59,6 +59,7 @@ class _GpuBase:
         self.tpb = tpb
         self._scratch_cache: dict = {}
         self._lock = threading.Lock()
+        self._qbuf = self._obuf = None
         self.last_stats: dict = {}
 
     def __len__(self) -> int:
@@ -68,13 +69,19 @@ class _GpuBase:
         return BaseIndex._check_queries(self, queries, k)
 
     def _upload(self, queries):
-        """One host-to-device copy: [indptr | indices | values as int32 bits] -> three device views."""
+        """One host-to-device copy from a pinned staging buffer into a persistent device buffer:
+        [indptr | indices | values as int32 bits] -> three device views (no allocation per call)."""
         nq, nnz = len(queries), queries.nnz
-        buf = np.empty(nq + 1 + 2 * nnz, np.int32)
-        buf[: nq + 1] = queries.indptr
-        buf[nq + 1: nq + 1 + nnz] = queries.indices
-        buf[nq + 1 + nnz:] = np.ascontiguousarray(queries.values, np.float32).view(np.int32)
-        d = self.cuda.to_device(buf)
+        n = nq + 1 + 2 * nnz
+        if self._qbuf is None or self._qbuf[0].shape[0] < n:
+            cap = max(n, 1 << 16)
+            self._qbuf = (self.cuda.pinned_array(cap, np.int32), self.cuda.device_array(cap, np.int32))
+        host, dev = self._qbuf
+        host[: nq + 1] = queries.indptr
+        host[nq + 1: nq + 1 + nnz] = queries.indices
+        host[nq + 1 + nnz: n] = np.ascontiguousarray(queries.values, np.float32).view(np.int32)
+        d = dev[:n]
+        d.copy_to_device(host[:n])
         return d[: nq + 1], d[nq + 1: nq + 1 + nnz], d[nq + 1 + nnz:].view(np.float32)
 
     def _scratch(self, key, make):
@@ -90,9 +97,13 @@ class _GpuBase:
         buf = self._scratch(("out", nq, k), lambda: self.cuda.device_array((2, nq, k), np.int32))
         return buf, buf[1].view(np.float32), buf[0]
 
-    @staticmethod
-    def _result(buf) -> SearchResult:
-        h = buf.copy_to_host()
+    def _result(self, buf) -> SearchResult:
+        """Copy scores and ids back in one transfer (into pinned memory)."""
+        n = buf.size
+        if self._obuf is None or self._obuf.size < n:
+            self._obuf = self.cuda.pinned_array(max(n, 1 << 14), np.int32)
+        h = self._obuf[:n].reshape(buf.shape)
+        buf.copy_to_host(h)
         return SearchResult(h[1].view(np.float32).copy(), h[0].astype(np.int64))
 
 
@@ -130,20 +141,23 @@ class GpuExactIndex(_GpuBase):
         if nq == 0:
             return SearchResult(np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
         with self._lock:
-            q_ptr, q_idx, q_val = self._upload(queries)
-            nc = min(nq, chunk)
-            part_s, part_i, counter = self._scratch(("exact", nc, k), lambda: (
-                self.cuda.device_array((nc, self.n_tiles * k), np.float32),
-                self.cuda.device_array((nc, self.n_tiles * k), np.int32),
-                self.cuda.to_device(np.zeros(nc, np.int32))))
-            buf, d_s, d_i = self._outputs(nq, k)
-            d = self.d
-            for q0 in range(0, nq, nc):
-                n = min(nc, nq - q0)
-                self.kernel[(self.n_tiles, n), self.tpb](d["tile_ptr"], d["post_doc"], d["post_val"], self.n_tiles,
-                                                         q_ptr, q_idx, q_val, q0, k, part_s, part_i, counter, d_s,
-                                                         d_i, _stages)
-            return self._result(buf)
+            return self._result(self._launch(self._upload(queries), nq, k, chunk, _stages))
+
+    def _launch(self, dq, nq, k, chunk=16384, stages=3):
+        """Queue the kernel over uploaded queries ``dq``; returns the output buffer (not yet copied back)."""
+        q_ptr, q_idx, q_val = dq
+        nc = min(nq, chunk)
+        part_s, part_i, counter = self._scratch(("exact", nc, k), lambda: (
+            self.cuda.device_array((nc, self.n_tiles * k), np.float32),
+            self.cuda.device_array((nc, self.n_tiles * k), np.int32),
+            self.cuda.to_device(np.zeros(nc, np.int32))))
+        buf, d_s, d_i = self._outputs(nq, k)
+        d = self.d
+        for q0 in range(0, nq, nc):
+            n = min(nc, nq - q0)
+            self.kernel[(self.n_tiles, n), self.tpb](d["tile_ptr"], d["post_doc"], d["post_val"], self.n_tiles, q_ptr,
+                                                     q_idx, q_val, q0, k, part_s, part_i, counter, d_s, d_i, stages)
+        return buf
 
 
 class GpuSeismicIndex(_GpuBase):
@@ -158,6 +172,7 @@ class GpuSeismicIndex(_GpuBase):
     kind = "seismic-cuda"
     MAX_Q = 1024
     MAX_CUT = 64
+    MAX_BL = 1024
 
     def __init__(self, host, tpb: int = 256, group: int = 8, first_blocks: int = 16, memory_budget: int = 4 << 30):
         super().__init__(host, tpb)
@@ -174,10 +189,14 @@ class GpuSeismicIndex(_GpuBase):
         tbp = arrays["term_blk_ptr"]
         self._blocks_desc = np.sort(np.diff(tbp))[::-1].astype(np.int64)
         self._docs_desc = np.sort(np.diff(arrays["blk_doc_ptr"][tbp]))[::-1].astype(np.int64)
+        if self._blocks_desc.size and self._blocks_desc[0] > self.MAX_BL:
+            raise ConfigError(f"a posting list has {self._blocks_desc[0]} blocks > {self.MAX_BL}, the cuda backend's "
+                              "limit; build with a smaller centroid_fraction or n_postings")
         self.host_arrays = arrays
-        self.nbytes = int(sum(a.nbytes for a in arrays.values()))
-        self.d = {name: self.cuda.to_device(a) for name, a in arrays.items()}
-        self.kernel = GK.seismic_kernel(tpb, group, self.MAX_Q, self.dim_words, self.MAX_CUT)
+        dev = {name: arrays[name] for name in layout.SEISMIC_DEVICE_ARRAYS}
+        self.nbytes = int(sum(a.nbytes for a in dev.values()))
+        self.d = {name: self.cuda.to_device(a) for name, a in dev.items()}
+        self.kernel = GK.seismic_kernel(tpb, group, self.MAX_Q, self.dim_words, self.MAX_CUT, self.MAX_BL)
 
     def exact(self, **kw) -> GpuExactIndex:
         """Exact GPU search over the same documents (from the forward index)."""
@@ -227,8 +246,9 @@ class GpuSeismicIndex(_GpuBase):
             for q0 in range(0, nq, nc):
                 n = min(nc, nq - q0)
                 self.kernel[n, self.tpb](q_ptr, q_idx, q_val, q0, d["term_blk_ptr"], d["blk_doc_ptr"], d["blk_docs"],
-                                         d["fwd_ptr"], d["fwd_idx"], d["fwd_val"], d["sum_ptr"], d["sum_idx"],
-                                         d["sum_code"], d["sum_min"], d["sum_step"], k, cut,
+                                         d["fwd_ptr"], d["fwd_idx"], d["fwd_val"], d["comp_list_ptr"], d["comp_ids"],
+                                         d["comp_ent_ptr"], d["ent_blk"], d["ent_code"], d["sum_min"],
+                                         d["sum_step"], k, cut,
                                          np.float32(params.heap_factor), first_blocks, blk_score, blk_id, visited, todo,
                                          cand_s, cand_i, d_s, d_i, stats, _stages)
             res = self._result(buf)
@@ -242,7 +262,7 @@ class GpuSeismicIndex(_GpuBase):
     def bytes_touched(self) -> np.ndarray:
         """Per query of the last search: bytes its kernel had to read (summaries, block lists, forward rows)."""
         st = self.last_stats_raw
-        sb = self.host_arrays["sum_idx"].dtype.itemsize + 1
+        sb = self.host_arrays["ent_blk"].dtype.itemsize + 1
         vb = self.host_arrays["fwd_val"].dtype.itemsize + self.host_arrays["fwd_idx"].dtype.itemsize
         return st[:, 0] * (8 + 8 + 16) + st[:, 1] * sb + st[:, 2] * 16 + st[:, 5] * 4 + st[:, 4] * vb + st[:, 3] * 16
 
