@@ -271,7 +271,8 @@ class TorchSpMM:
         t = self.torch
         rows = np.repeat(np.arange(len(q)), np.diff(q.indptr))
         dense = t.zeros((self.dim, len(q)), dtype=t.float32, device="cuda")
-        dense[t.from_numpy(q.indices.astype(np.int64)).cuda(), t.from_numpy(rows).cuda()] = t.from_numpy(q.values).cuda()
+        terms = t.from_numpy(q.indices.astype(np.int64)).cuda()
+        dense[terms, t.from_numpy(rows).cuda()] = t.from_numpy(q.values).cuda()
         s = self.D @ dense
         top = t.topk(s, k, dim=0)
         return top.values.T.cpu().numpy(), top.indices.T.cpu().numpy()
@@ -292,7 +293,7 @@ def cmd_run(a) -> None:
     from numba import cuda
 
     from aftershock.gpu import GpuExactIndex, GpuSeismicIndex
-    from aftershock.seismic import ExactIndex, SearchParams
+    from aftershock.seismic import ExactIndex
 
     data = Path(a.data)
     k = a.k
@@ -369,7 +370,8 @@ def cmd_run(a) -> None:
         if not gpu:
             raise RuntimeError("torch sees no GPU")
         ts = TorchSpMM(torch, docs)
-        tr = np.concatenate([ts.search(qs[np.arange(x, min(x + 1024, len(qs)))], k)[1] for x in range(0, len(qs), 1024)])
+        tr = np.concatenate([ts.search(qs[np.arange(x, min(x + 1024, len(qs)))], k)[1]
+                             for x in range(0, len(qs), 1024)])
         bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall(tids, tr))
         del ts
         torch.cuda.empty_cache()
