@@ -153,6 +153,15 @@ class BaseIndex:
     def _arrays(self) -> dict:
         raise NotImplementedError
 
+    def to(self, device: str = "cuda", **kw):
+        """This index on ``device``: "cpu" returns it as is; "cuda" copies its arrays to the GPU once and
+        returns an index with the same ``search`` contract (see aftershock.gpu)."""
+        if device == "cpu":
+            return self
+        from aftershock.gpu import to_device  # the GPU room builds on this one, so import it lazily
+
+        return to_device(self, device, **kw)
+
     def save(self, path) -> Path:
         """Write the index atomically to directory ``path`` (replacing any index there)."""
         return save_dir(path, {**self._arrays(), **self._common_arrays()}, self._meta(), self._extra_files())
