@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--queries", required=True, help="query vectors (same formats)")
     d.add_argument("--dim", type=int, default=30522, help="vocabulary size (ignored for .jsonl: its tokens define it)")
     d.add_argument("--n-queries", type=int, default=2000, help="use the first N queries")
+    d.add_argument("--n-docs", type=int, default=0, help="use the first N documents (0 = all)")
     d.add_argument("--k", type=int, default=10, help="top-k (recall@k)")
     d.add_argument("--dataset", default=None, help="label for tables and file names (default: docs file stem)")
     b = p.add_argument_group("build (Seismic's names; both systems get the same values)")
@@ -227,7 +228,7 @@ def _peak_rss_kb() -> int:
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(spec: dict):
-    """(docs, queries) from a picklable spec: paths, dim, n_queries."""
+    """(docs, queries) from a picklable spec: paths, dim, n_queries, n_docs (0 = all)."""
     from aftershock.index import read_vectors
     from aftershock.index.formats import guess_format
 
@@ -239,6 +240,8 @@ def load_data(spec: dict):
         queries = read_vectors(spec["queries"], dim=docs.dim, what="queries")
     if spec["n_queries"] < len(queries):
         queries = queries[: spec["n_queries"]]
+    if spec.get("n_docs") and spec["n_docs"] < len(docs):
+        docs = docs[: spec["n_docs"]]
     return docs, queries
 
 
@@ -840,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(msg)
         systems.remove("seismic")
 
-    load_spec = {"docs": str(args.docs), "queries": str(args.queries), "dim": args.dim, "n_queries": args.n_queries}
+    load_spec = {"docs": str(args.docs), "queries": str(args.queries), "dim": args.dim, "n_queries": args.n_queries,
+                 "n_docs": args.n_docs}
     t0 = time.perf_counter()
     docs, queries = load_data(load_spec)
     print(f"{PROG}: {dataset}: {len(docs):,} docs (nnz {docs.nnz:,}), {len(queries):,} queries, dim {docs.dim}; "
