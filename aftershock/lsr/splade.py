@@ -64,8 +64,8 @@ class TransformerEncoder(SparseEncoder):
                     out = self._pool(ids, mask)
                 if passages:  # max over the windows of each document
                     sample = enc["overflow_to_sample_mapping"].to(self.device)
-                    out = torch.zeros(len(pos), out.shape[1], dtype=out.dtype, device=self.device).index_reduce_(
-                        0, sample, out, "amax")
+                    out = torch.zeros(len(pos), out.shape[1], dtype=out.dtype, device=self.device).scatter_reduce_(
+                        0, sample[:, None].expand_as(out), out, "amax")
                 parts.append((pos, *sparsify(out, self.top_k, self.threshold)))
                 bar.update(len(pos))
         bar.close()
