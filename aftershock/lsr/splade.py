@@ -16,6 +16,20 @@ LONG_POLICIES = ("truncate", "passages")
 META_FILE = "aftershock_encoder.json"
 
 
+def _segment(x, op: str, lengths):
+    """Reduce consecutive row segments of ``x`` (N, C) -> (len(lengths), C) by ``op`` (max or sum)."""
+    import torch
+
+    try:
+        return torch.segment_reduce(x, op, lengths=lengths, axis=0)
+    except (RuntimeError, NotImplementedError):  # a backend/dtype without segment_reduce
+        rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=x.device), lengths)
+        out = torch.zeros(lengths.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+        if op == "max":
+            out.fill_(float("-inf"))
+        return out.scatter_reduce_(0, rows[:, None].expand_as(x), x, "amax" if op == "max" else "sum")
+
+
 class TransformerEncoder(SparseEncoder):
     """Common loop: sort by length, tokenize in a background thread, run the model (bf16 autocast
     on GPU by default), pool to (batch, vocab) on the device, sparsify on the device."""
@@ -79,9 +93,9 @@ class Splade(TransformerEncoder):
     """SPLADE over any Hugging Face masked-LM directory.
 
     w[t] = pool over non-padding tokens i of log(1 + relu(logit[i, t])), pool = ``max`` or ``sum``.
-    The logits are computed ``vocab_chunk`` vocabulary columns at a time, so the full
-    batch x length x vocabulary tensor is never held at once; for max pooling the activation is
-    applied after the max (it is monotone, so the result is the same), so only (batch, vocab) is kept.
+    Only the non-padding tokens go through the vocabulary projection, ``vocab_chunk`` vocabulary
+    columns at a time, so the full batch x length x vocabulary tensor is never held at once; for max
+    pooling the activation is applied after the max (it is monotone, so the result is the same).
     ``vocab_chunk=None`` picks chunks of at most ``chunk_bytes`` bytes.
     """
 
@@ -128,18 +142,20 @@ class Splade(TransformerEncoder):
         import torch
 
         hidden = self.model(input_ids=ids, attention_mask=mask).logits  # (B, L, H): the head before projection
-        B, L, _ = hidden.shape
-        V = self.weight.shape[0]
+        # only real tokens go through the projection: padding costs nothing, rows stay contiguous per text
+        keep = mask.bool()
+        lengths = keep.sum(1)
+        tokens = hidden[keep]  # (N, H)
+        B, V = ids.shape[0], self.weight.shape[0]
         elem = 2 if self.dtype == "bf16" else 4
-        chunk = self.vocab_chunk or max(256, self.chunk_bytes // max(B * L * elem, 1))
-        pad = ~mask.bool()[:, :, None]
+        chunk = self.vocab_chunk or max(256, self.chunk_bytes // max(tokens.shape[0] * elem, 1))
         out = None
         for c in range(0, V, chunk):
-            logits = torch.nn.functional.linear(hidden, self.weight[c:c + chunk], self.bias[c:c + chunk])
-            if self.pooling == "max":
-                part = logits.masked_fill_(pad, float("-inf")).amax(1)
+            logits = torch.nn.functional.linear(tokens, self.weight[c:c + chunk], self.bias[c:c + chunk])
+            if self.pooling == "max":  # log1p(relu(.)) is monotone: apply it after the max, on (B, V) only
+                part = _segment(logits, "max", lengths)
             else:
-                part = torch.log1p(torch.relu(logits)).masked_fill_(pad, 0).sum(1)
+                part = _segment(torch.log1p(torch.relu(logits)), "sum", lengths)
             if out is None:
                 out = torch.empty(B, V, dtype=part.dtype, device=part.device)
             out[:, c:c + chunk] = part
