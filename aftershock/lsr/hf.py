@@ -5,6 +5,8 @@ dense -> sparse conversion (only the non-zeros cross to the host)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -102,34 +104,63 @@ def length_order(texts: list[str]) -> np.ndarray:
     return np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
 
 
+def rust_tokenizer(tok, max_length: int):
+    """A copy of the fast tokenizer's Rust backend that truncates and pads by itself, so a batch comes
+    back as equal-length id lists (no per-token Python work). Same ids and mask as ``tok(...)``."""
+    from tokenizers import Tokenizer
+
+    rt = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    rt.enable_truncation(max_length=max_length, direction=getattr(tok, "truncation_side", "right"))
+    rt.enable_padding(direction=getattr(tok, "padding_side", "right"), pad_id=tok.pad_token_id or 0,
+                      pad_type_id=getattr(tok, "pad_token_type_id", 0), pad_token=tok.pad_token or "[PAD]")
+    return rt
+
+
 def tokenized_batches(tok, texts: list[str], order: np.ndarray, batch_size: int, max_length: int,
                       passages: bool = False, stride: int = 0, add_special_tokens: bool = True,
                       prefetch: int = 2) -> Iterator[tuple[np.ndarray, dict]]:
-    """Yield ``(positions, encoding)`` per batch of ``order``; the next batches are tokenized in a
-    background thread (the Rust tokenizer releases the GIL) while the caller runs the model."""
+    """Yield ``(positions, encoding)`` per batch of ``order``, in order; the next batches are
+    tokenized by background threads (up to 8, each with its own Rust tokenizer, which releases the
+    GIL) while the caller runs the model.
+    ``encoding`` holds ``input_ids`` and ``attention_mask`` (int64 tensors, pinned when CUDA is
+    present) and, with ``passages``, ``overflow_to_sample_mapping``."""
+    import torch
+
+    fast = not passages and tok.pad_token_id is not None
+    local = threading.local()
 
     def work(sel):
-        kw = dict(padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                  add_special_tokens=add_special_tokens, return_token_type_ids=False)
-        if passages:
-            kw.update(return_overflowing_tokens=True, stride=stride)
-        enc = tok([texts[i] for i in sel], **kw)
-        if "input_ids" in enc and enc["input_ids"].device.type == "cpu":
+        batch = [texts[i] for i in sel]
+        if fast:  # one Rust tokenizer per worker thread; the Rust call releases the GIL
+            rt = getattr(local, "rt", None)
+            if rt is None:
+                rt = local.rt = rust_tokenizer(tok, max_length)
+            encs = getattr(rt, "encode_batch_fast", rt.encode_batch)(batch, add_special_tokens=add_special_tokens)
+            enc = {"input_ids": torch.from_numpy(np.array([e.ids for e in encs], dtype=np.int64)),
+                   "attention_mask": torch.from_numpy(np.array([e.attention_mask for e in encs], dtype=np.int64))}
+        else:
+            kw = dict(padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                      add_special_tokens=add_special_tokens, return_token_type_ids=False)
+            if passages:
+                kw.update(return_overflowing_tokens=True, stride=stride)
+            enc = dict(tok(batch, **kw))
+        if _cuda_ok():
             for key in ("input_ids", "attention_mask"):
-                enc[key] = enc[key].pin_memory() if _cuda_ok() else enc[key]
+                enc[key] = enc[key].pin_memory()
         return sel, enc
 
-    starts = range(0, len(order), batch_size)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aftershock-tokenize") as pool:
-        pending = []
-        it = iter(starts)
-        for s in it:
-            pending.append(pool.submit(work, order[s:s + batch_size]))
-            if len(pending) > prefetch:
-                break
+    if prefetch <= 0:  # no thread (profiling)
+        for s in range(0, len(order), batch_size):
+            yield work(order[s:s + batch_size])
+        return
+    workers = min(8, os.cpu_count() or 1) if fast else 1
+    depth = max(prefetch, 2 * workers)
+    starts = iter(range(0, len(order), batch_size))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aftershock-tokenize") as pool:
+        pending = [pool.submit(work, order[s:s + batch_size]) for _, s in zip(range(depth), starts)]
         while pending:
             fut = pending.pop(0)
-            nxt = next(it, None)
+            nxt = next(starts, None)
             if nxt is not None:
                 pending.append(pool.submit(work, order[nxt:nxt + batch_size]))
             yield fut.result()

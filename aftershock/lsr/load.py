@@ -11,7 +11,7 @@ from aftershock.lsr.base import SparseEncoder
 BUILTINS = ("bm25", "binary:<tokenizer dir>", "idf:<tokenizer dir>")
 # options every caller may pass whatever the encoder; one that an encoder does not use is dropped
 GENERIC = {"batch_size", "query_max_length", "doc_max_length", "dtype", "long_documents", "stride", "top_k",
-           "threshold", "progress", "errors", "pooling", "vocab_chunk", "chunk_bytes"}
+           "threshold", "progress", "errors", "pooling", "vocab_chunk", "chunk_bytes", "pack"}
 
 
 def _params(cls) -> set[str]:

@@ -93,14 +93,15 @@ class Splade(TransformerEncoder):
     """SPLADE over any Hugging Face masked-LM directory.
 
     w[t] = pool over non-padding tokens i of log(1 + relu(logit[i, t])), pool = ``max`` or ``sum``.
-    Only the non-padding tokens go through the vocabulary projection, ``vocab_chunk`` vocabulary
-    columns at a time, so the full batch x length x vocabulary tensor is never held at once; for max
-    pooling the activation is applied after the max (it is monotone, so the result is the same).
-    ``vocab_chunk=None`` picks chunks of at most ``chunk_bytes`` bytes.
+    The vocabulary projection runs ``vocab_chunk`` columns at a time (by default chunks of at most
+    ``chunk_bytes``: 128 MiB on CPU, a quarter of the free memory on a GPU), so on long inputs the
+    full batch x length x vocabulary tensor is never held at once; on CPU only the non-padding tokens
+    are projected (``pack``). For max pooling the activation is applied after the max (it is
+    monotone, so the result is the same) and only (batch, vocab) is kept.
     """
 
     def __init__(self, path, device: str = "cpu", pooling: str = "max", vocab_chunk: int | None = None,
-                 chunk_bytes: int | None = None, **kw):
+                 chunk_bytes: int | None = None, pack: bool | None = None, **kw):
         super().__init__(path, device=device, **kw)
         import torch
         from transformers import AutoModelForMaskedLM
@@ -110,7 +111,13 @@ class Splade(TransformerEncoder):
         if vocab_chunk is not None and vocab_chunk < 1:
             raise ConfigError(f"vocab_chunk={vocab_chunk} must be >= 1")
         self.pooling, self.vocab_chunk = pooling, vocab_chunk
-        self.chunk_bytes = chunk_bytes or (2 << 30 if self.device.type == "cuda" else 128 << 20)
+        if chunk_bytes is None:
+            chunk_bytes = torch.cuda.mem_get_info(self.device)[0] // 4 if self.device.type == "cuda" else 128 << 20
+        self.chunk_bytes = int(chunk_bytes)
+        # pack=True: only real tokens are projected (fastest on CPU); pack=False: the padded batch is
+        # projected as one (batch, length, vocab) product when it fits, exactly as sentence-transformers
+        # does, which on a GPU keeps the vectors bit-identical to it (the GPU has the bandwidth to spare)
+        self.pack = self.device.type != "cuda" if pack is None else bool(pack)
         try:
             self.model = AutoModelForMaskedLM.from_pretrained(str(self.path), local_files_only=True)
         except (OSError, ValueError) as e:
@@ -142,25 +149,30 @@ class Splade(TransformerEncoder):
         import torch
 
         hidden = self.model(input_ids=ids, attention_mask=mask).logits  # (B, L, H): the head before projection
-        # only real tokens go through the projection: padding costs nothing, rows stay contiguous per text
         keep = mask.bool()
-        lengths = keep.sum(1)
-        tokens = hidden[keep]  # (N, H)
         B, V = ids.shape[0], self.weight.shape[0]
         elem = 2 if self.dtype == "bf16" else 4
-        chunk = self.vocab_chunk or max(256, self.chunk_bytes // max(tokens.shape[0] * elem, 1))
+        if self.pack:  # (N, H) real tokens, contiguous per text
+            lengths = keep.sum(1)
+            hidden = hidden[keep]
+        rows = hidden.shape[0] * (1 if self.pack else hidden.shape[1])
+        chunk = self.vocab_chunk or max(256, self.chunk_bytes // max(rows * elem, 1))
+        pad = None if self.pack else ~keep[:, :, None]
         out = None
         for c in range(0, V, chunk):
-            logits = torch.nn.functional.linear(tokens, self.weight[c:c + chunk], self.bias[c:c + chunk])
+            logits = torch.nn.functional.linear(hidden, self.weight[c:c + chunk], self.bias[c:c + chunk])
             if self.pooling == "max":  # log1p(relu(.)) is monotone: apply it after the max, on (B, V) only
-                part = _segment(logits, "max", lengths)
+                part = _segment(logits, "max", lengths) if self.pack else logits.masked_fill_(pad, -torch.inf).amax(1)
             else:
-                part = _segment(torch.log1p(torch.relu(logits)), "sum", lengths)
+                act = logits.relu_().log1p_()
+                part = _segment(act, "sum", lengths) if self.pack else act.masked_fill_(pad, 0).sum(1)
             if out is None:
                 out = torch.empty(B, V, dtype=part.dtype, device=part.device)
             out[:, c:c + chunk] = part
         if self.pooling == "max":
-            out = torch.log1p(torch.relu(out))
+            # in place, so the result keeps the logits' dtype (bf16 under autocast) as sentence-transformers'
+            # SpladePooling does; out-of-place log1p would be promoted to fp32 by CUDA autocast
+            out = out.relu_().log1p_()
         return out
 
     def save_pretrained(self, path) -> Path:

@@ -76,10 +76,26 @@ def test_golden_values_sum_pooling(hf):
 
 
 @pytest.mark.parametrize("pooling", ["max", "sum"])
-def test_chunked_pooling_equals_unchunked(pooling):
-    whole = Splade(MODEL, pooling=pooling, vocab_chunk=30522).encode_documents(TEXTS)
-    chunked = Splade(MODEL, pooling=pooling, vocab_chunk=777).encode_documents(TEXTS)
-    np.testing.assert_allclose(dense(chunked), dense(whole), rtol=1e-6, atol=1e-6)
+def test_chunked_pooling_equals_unchunked(pooling, hf):
+    whole = dense(Splade(MODEL, pooling=pooling, vocab_chunk=30522).encode_documents(TEXTS))
+    for kw in ({"vocab_chunk": 777}, {"vocab_chunk": 777, "pack": False}, {"pack": False}):
+        chunked = Splade(MODEL, pooling=pooling, **kw).encode_documents(TEXTS)
+        np.testing.assert_allclose(dense(chunked), whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole, direct(hf, TEXTS, pooling), rtol=1e-5, atol=1e-4)
+
+
+def test_fast_batch_tokenization_equals_the_hf_tokenizer(hf):
+    from aftershock.lsr.hf import tokenized_batches
+
+    tok = hf[0]
+    texts = TEXTS + ["", "literal [PAD] and [SEP] tokens", "naïve café ÉCOLE \u00e9\t\n tabs", "x " * 700,
+                     "中文字符 and emoji 🙂"]
+    order = np.arange(len(texts))
+    for max_length in (8, 512):
+        (_, fast), = list(tokenized_batches(tok, texts, order, len(texts), max_length))
+        ref = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        assert fast["input_ids"].tolist() == ref["input_ids"].tolist()
+        assert fast["attention_mask"].tolist() == ref["attention_mask"].tolist()
 
 
 def test_rows_keep_input_order_whatever_the_batching(enc):
