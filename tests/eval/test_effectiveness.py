@@ -69,21 +69,26 @@ def test_eval_cli_one_line_per_system_and_json(tmp_path, capsys):
     assert "splits here: ['test']" in capsys.readouterr().err
 
 
-@needs_data
-@needs_model
-@pytest.mark.parametrize("suffix", ["parquet", "jsonl.gz", "bin"])
-def test_encode_cli_streams_every_format(tmp_path, suffix, capsys):
+@pytest.fixture(scope="module")
+def adi_vectors():
     from aftershock.eval.beir import doc_text, iter_jsonl
     from aftershock.lsr import Splade
 
+    recs = list(iter_jsonl(ADI / "corpus.jsonl.gz"))
+    return recs, Splade(MODEL, doc_max_length=64).encode_documents([doc_text(r) for r in recs])
+
+
+@needs_data
+@needs_model
+@pytest.mark.parametrize("suffix", ["parquet", "jsonl.gz", "bin"])
+def test_encode_cli_streams_every_format(tmp_path, suffix, capsys, adi_vectors):
     out = tmp_path / f"adi.{suffix}"
     rc = main(["encode", "--model", str(MODEL), "--input", str(ADI / "corpus.jsonl.gz"), "--output", str(out),
                "--chunk", "30", "--batch-size", "16", "--max-length", "64"])
     assert rc == 0 and "encoded 82 documents" in capsys.readouterr().out
-    recs = list(iter_jsonl(ADI / "corpus.jsonl.gz"))
-    want = Splade(MODEL, doc_max_length=64).encode_documents([doc_text(r) for r in recs])
+    recs, want = adi_vectors
     ids = read_ids(tmp_path / "adi.ids.txt") if suffix == "bin" else None
-    got = read_vectors(out, ids=ids, dim=want.dim, vocab=want.vocab if suffix != "jsonl.gz" else want.vocab)
+    got = read_vectors(out, ids=ids, dim=want.dim, vocab=want.vocab)
     assert list(got.ids) == [r["_id"] for r in recs]
     # other batches (chunks of 30) pad differently: fp32 round-off only
     np.testing.assert_allclose(got.to_scipy().toarray(), want.to_scipy().toarray(), atol=2e-5)
