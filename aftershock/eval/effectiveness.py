@@ -174,6 +174,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--output-dir", help="write TREC run files and results.json here")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (model encoders)")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="model encoders: auto = bf16 autocast on GPU, "
+                   "fp32 on CPU")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
     p.add_argument("--query-max-length", type=int, help="query max length in tokens (default: the model's)")
     p.add_argument("--doc-max-length", type=int, help="document max length in tokens (default: the model's)")
@@ -191,7 +193,7 @@ def main(argv=None, args=None) -> int:
         raise ConfigError("--systems is empty; give e.g. bm25,/path/to/splade-model")
     datasets = [d.strip() for arg in args.dataset for d in arg.split(",") if d.strip()]
     kw = {"device": args.device, "batch_size": args.batch_size, "query_max_length": args.query_max_length,
-          "doc_max_length": args.doc_max_length}
+          "doc_max_length": args.doc_max_length, "dtype": args.dtype}
     kw = {k: v for k, v in kw.items() if v is not None}
     print(HEADER)
     print("-" * len(HEADER))
