@@ -62,3 +62,11 @@ class ConfigError(AftershockError, ValueError):
 
 class BackendUnavailableError(AftershockError, RuntimeError):
     """The requested compute backend is not installed or has no device."""
+
+
+class InputTextError(AftershockError, ValueError):
+    """A text given to an encoder is not a string (or bytes), or is not valid UTF-8 under errors='strict'."""
+
+
+class ModelFormatError(AftershockError, ValueError):
+    """A model directory is missing files or uses a layout/module Aftershock cannot load."""
