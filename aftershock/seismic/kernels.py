@@ -107,7 +107,7 @@ def heap_sorted_into(hs, hi, size, out_s, out_i):
 
 
 # ------------------------------------------------------------------------------------------- exact search
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def exact_search_batch(inv_ptr, inv_docs, inv_vals, n_docs, q_ptr, q_idx, q_val, k, n_chunks, out_s, out_i):
     """Term-at-a-time scoring over the full inverted index; exact top-k per query."""
     nq = q_ptr.shape[0] - 1
@@ -277,7 +277,7 @@ def _seismic_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, bl
                            acc_dot, acc_q, out_s[q], out_i[q], stats[q])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
                          comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
                          knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
@@ -290,7 +290,7 @@ def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_p
                        qdense[c], visited[c], acc_dot[c], acc_q[c], stamp0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def seismic_search_serial(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
                           comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
                           knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn,
