@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(ServiceSettings, field)
         sv.add_argument(flag, dest=field, type=_positive_int, default=default, help=f"{text} (default {default})")
     sv.add_argument("--threads", type=_positive_int, help="search threads of a batch request (default: all cores)")
-    sv.add_argument("--micro-batch", action=argparse.BooleanOptionalAction, default=None,
-                    help="search concurrent single queries together (default: ServiceSettings.micro_batch)")
     sv.add_argument("--api-key-env", metavar="VAR", help="require the API key held in environment variable VAR")
     sv.add_argument("--api-key-header", default="X-API-Key", help="header carrying the API key (default X-API-Key)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this CORS origin (repeatable)")
@@ -436,10 +434,9 @@ def cmd_serve(args) -> int:
         if not key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; "
                               "export the key there first")
-    extra = {} if args.micro_batch is None else {"micro_batch": args.micro_batch}
     settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in _SERVE_LIMITS}, threads=args.threads,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
-                               collection=args.collection, **extra)
+                               collection=args.collection)
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,
           workers=args.workers, settings=settings, access_log=args.access_log)
     return 0

@@ -4,8 +4,8 @@ Builds (or reuses) an index of real SPLADE vectors, measures in-process single-q
 (one thread, one query per call: the "single-worker" baseline), then starts the real server
 (``python -m aftershock serve``) on 127.0.0.1 and drives ``POST /search`` from a separate process
 (httpx async, N concurrent clients, keep-alive connections) for a bounded time per level.
-Prints QPS, p50/p99 latency and errors per level beside the in-process QPS, and the ratio.
-Runs the server with micro-batching off and on, side by side.
+Prints QPS, p50/p99 latency and errors per level beside the in-process QPS, and the ratio,
+for each number of uvicorn worker processes asked for (``--workers 1,2``).
 
     PYTHONPATH=$PWD python benchmarks/service_load.py \\
         --docs /work/shared/vectors/splade-tiny/scifact.docs.npz \\
@@ -240,14 +240,12 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--clients", default="1,16,64")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
-    p.add_argument("--micro-batch", default="off,on", help="server modes to run: off, on or off,on")
     p.add_argument("--workers", default="1,2", help="uvicorn worker processes to run, e.g. 1,2")
     p.add_argument("--driver", default="auto", help="load generator(s): wrk, httpx, wrk,httpx or auto (wrk when "
                                                    "installed, else httpx)")
     p.add_argument("--json", help="write all numbers here")
     a = p.parse_args(argv)
     levels = [int(c) for c in a.clients.split(",")]
-    modes = [m.strip() for m in a.micro_batch.split(",")]
     worker_levels = [int(w) for w in a.workers.split(",")]
     drivers = (["wrk" if shutil.which("wrk") else "httpx"] if a.driver == "auto" else a.driver.split(","))
     load0 = os.getloadavg()
@@ -268,21 +266,21 @@ def main(argv=None) -> int:
         bodies.write_bytes(b"\n".join(_payloads(str(qfile), a.dim, a.k, a.n_queries)) + b"\n")
         rows = []
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        for driver, workers, mode in itertools.product(drivers, worker_levels, modes):
+        for driver, workers in itertools.product(drivers, worker_levels):
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             cmd = [sys.executable, "-m", "aftershock", "serve", "--index", str(index_dir), "--port", str(port),
-                   "--workers", str(workers), "--micro-batch" if mode == "on" else "--no-micro-batch"]
+                   "--workers", str(workers)]
             server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 _wait_ready(url, server, workers)
                 for c in levels:
                     r = run_wrk(url, bodies, c, a.duration, Path(tmp)) if driver == "wrk" else \
                         run_httpx(url, qfile, a, c, env)
-                    r.update(driver=driver, workers=workers, micro_batch=mode, ratio=r["qps"] / inproc["qps"],
+                    r.update(driver=driver, workers=workers, ratio=r["qps"] / inproc["qps"],
                              load1=os.getloadavg()[0])
                     rows.append(r)
-                    print(f"  {driver} workers={workers} micro_batch={mode} clients={c}: {r['qps']:.0f} QPS, "
+                    print(f"  {driver} workers={workers} clients={c}: {r['qps']:.0f} QPS, "
                           f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, errors {r['errors']}",
                           file=sys.stderr, flush=True)
             finally:
@@ -303,17 +301,16 @@ def main(argv=None) -> int:
     print(f"in-process single worker (1 thread, 1 query per call): {inproc['qps']:.0f} QPS, "
           f"p50 {inproc['p50_ms']:.3f} ms, p99 {inproc['p99_ms']:.3f} ms")
     print()
-    print("| driver | workers | micro-batch | clients | service QPS | p50 ms | p99 ms | errors | in-process QPS "
+    print("| driver | workers | clients | service QPS | p50 ms | p99 ms | errors | in-process QPS "
           "| service / in-process | load avg 1 min |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['driver']} | {r['workers']} | {r['micro_batch']} | {r['clients']} | {r['qps']:,.0f} | "
+        print(f"| {r['driver']} | {r['workers']} | {r['clients']} | {r['qps']:,.0f} | "
               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {inproc['qps']:,.0f} | {r['ratio']:.2f} | "
               f"{r['load1']:.1f} |")
     for r in rows:
         if r["error_samples"]:
-            print(f"errors ({r['driver']}, workers={r['workers']}, micro_batch={r['micro_batch']}, "
-                  f"{r['clients']} clients): {r['error_samples']}")
+            print(f"errors ({r['driver']}, workers={r['workers']}, {r['clients']} clients): {r['error_samples']}")
     print(f"\ntotal {time.time() - t_start:.0f} s")
     if a.json:
         Path(a.json).write_text(json.dumps({"inproc": inproc, "rows": rows, "load_before": load0, "load_after": load1,

@@ -8,7 +8,6 @@ plus two familiar aliases: Qdrant's ``POST /collections/{c}/points/query`` and O
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -88,13 +87,13 @@ def _validation_details(exc: RequestValidationError) -> list[dict]:
         loc = tuple(e["loc"])
         if loc and loc[0] == "body":
             loc = loc[1:]
-        field = "body" if e["type"] == "json_invalid" else _field_of(loc)
+        field = "body" if e["type"] == "json_invalid" else (_field_of(loc) or "body")
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
         got = f" (got {_short(e['input'])})" if "input" in e and e["type"] not in ("missing", "json_invalid") else ""
         fix = _FIXES.get(e["type"])
         if e["type"] == "json_invalid":
             msg = f"{msg} at character {loc[0] if loc else 0}: {e.get('ctx', {}).get('error', '')}"
-        out.append({"field": field, "message": f"{field or 'body'}: {msg}{got}" + (f"; {fix}" if fix else "")})
+        out.append({"field": field, "message": f"{field}: {msg}{got}" + (f"; {fix}" if fix else "")})
     return out
 
 
@@ -165,8 +164,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
     """
     settings = settings or ServiceSettings()
     metrics = Metrics()
-    engine = SearchEngine(index, encoder, documents, settings, meta or {"format_version": FORMAT_VERSION},
-                          observe_batch=metrics.batch_size.observe)
+    engine = SearchEngine(index, encoder, documents, settings, meta or {"format_version": FORMAT_VERSION})
     warm_error: list[str] = []
 
     def _warm():
@@ -185,7 +183,6 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             engine.ready.set()
             metrics.ready.set(1)
         yield
-        engine.close()
 
     app = FastAPI(title="Aftershock search", version="1", lifespan=lifespan,
                   description="Learned-sparse retrieval over an Aftershock index. Queries are text (encoded by the "
@@ -254,13 +251,13 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
     app.add_middleware(_Observe, metrics=metrics, max_body=settings.max_body_bytes)
 
     # ------------------------------------------------------------------ helpers
-    async def prepare(queries, field: str):
+    async def prepare(queries, field: str, many: bool = False):
         """Validate and (for text) encode queries; encoding runs in the thread pool."""
         if any(isinstance(q, str) or q.text is not None for q in queries):
-            batch, enc_s = await run_in_threadpool(engine.to_batch, queries, field)
+            batch, enc_s = await run_in_threadpool(engine.to_batch, queries, field, many)
             metrics.encode.observe(enc_s)
         else:
-            batch, enc_s = engine.to_batch(queries, field)
+            batch, enc_s = engine.to_batch(queries, field, many)
         for q in queries:
             form = "text" if isinstance(q, str) or q.text is not None else ("tokens" if q.tokens is not None
                                                                             else "vector")
@@ -269,11 +266,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
 
     async def run_search(batch, k, params, endpoint: str):
         t0 = time.perf_counter()
-        try:
-            if engine.batcher is not None and len(batch) == 1:
-                res = await asyncio.wrap_future(engine.batcher.submit(batch, k, params))
-            else:
-                res = await run_in_threadpool(engine.search_batch, batch, k, params)
+        try:  # off the event loop: the search kernels release the GIL, so the loop keeps serving meanwhile
+            res = await run_in_threadpool(engine.search_batch, batch, k, params)
         except AftershockError as e:
             raise api_error_from(e) from None
         dt = time.perf_counter() - t0
@@ -339,7 +333,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         t0 = time.perf_counter()
         k = engine.check_k(req.k)
         params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-        batch, enc_s = await prepare(req.queries, "queries")
+        batch, enc_s = await prepare(req.queries, "queries", many=True)
         res, search_s = await run_search(batch, k, params, "batch")
         results = [{"hits": engine.hits(res.scores[i], res.ids[i], req.return_documents)} for i in range(len(batch))]
         return JSONResponse({"results": results, "timing": timing(t0, enc_s, search_s)})
@@ -382,8 +376,14 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         (name, clause), = req.query.neural_sparse.items()
         query = M.SparseQuery.model_construct(text=clause.query_text, tokens=clause.query_tokens, indices=None,
                                               values=None)
-        hits, _, _ = await search_one(query, req.size, None, None, None, req.source, "opensearch",
-                                      f"query.neural_sparse.{name}")
+        prefix = f"query.neural_sparse.{name}"
+        try:
+            hits, _, _ = await search_one(query, req.size, None, None, None, req.source, "opensearch", prefix)
+        except ApiError as e:  # name the OpenSearch fields, not the native ones
+            for ours, theirs in ((".tokens", ".query_tokens"), (".text", ".query_text")):
+                e.field = e.field and e.field.replace(prefix + ours, prefix + theirs)
+                e.message = e.message.replace(prefix + ours, prefix + theirs)
+            raise
         out = []
         for h in hits:
             item = {"_index": settings.collection, "_id": h["id"], "_score": h["score"]}

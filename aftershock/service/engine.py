@@ -1,8 +1,5 @@
 """The service's search engine, free of HTTP: request queries -> validated `SparseBatch` -> index search
 -> hits. Every bad value raises `ApiError` naming the request field (``query.indices[3]``) and the fix.
-
-`MicroBatcher` (optional) lets one worker thread search concurrent single-query requests together, as
-one batch call of the index (measured in ``benchmarks/service_load.py``; see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -10,14 +7,11 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import queue
 import re
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -95,79 +89,11 @@ def load_documents(path) -> dict[str, dict]:
     return out
 
 
-@dataclass
-class _Pending:
-    batch: SparseBatch
-    k: int
-    params: SearchParams
-    future: Future
-
-
-class MicroBatcher:
-    """One worker thread; each round it takes every queued single query (up to ``max_batch``), groups them
-    by (k, params) and searches each group with one batch call. No waiting window: an idle server
-    searches a lone query at once, a busy one batches whatever queued meanwhile."""
-
-    def __init__(self, search: Callable[[SparseBatch, int, SearchParams], SearchResult], max_batch: int,
-                 observe: Callable[[int], None] | None = None):
-        self._search, self._max, self._observe = search, max_batch, observe
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="aftershock-microbatch", daemon=True)
-        self._thread.start()
-
-    def submit(self, batch: SparseBatch, k: int, params: SearchParams) -> Future:
-        fut: Future = Future()
-        self._q.put(_Pending(batch, k, params, fut))
-        return fut
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            items = [first]
-            while len(items) < self._max:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)  # finish this round, then stop
-                    break
-                items.append(nxt)
-            groups: dict[tuple, list[_Pending]] = {}
-            for it in items:
-                groups.setdefault((it.k, it.params), []).append(it)
-            for (k, params), group in groups.items():
-                self._run(group, k, params)
-
-    def _run(self, group: list[_Pending], k: int, params: SearchParams) -> None:
-        if self._observe:
-            self._observe(len(group))
-        try:
-            batch = group[0].batch if len(group) == 1 else SparseBatch.concat([it.batch for it in group])
-            res = self._search(batch, k, params)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting requests
-            if len(group) > 1:  # let each query fail (or succeed) on its own
-                for it in group:
-                    self._run([it], k, params)
-                return
-            group[0].future.set_exception(e)
-            return
-        for i, it in enumerate(group):
-            it.future.set_result(SearchResult(res.scores[i:i + 1], res.ids[i:i + 1]))
-
-
 class SearchEngine:
     """An index, an optional query encoder and optional document texts, behind request-level checks."""
 
     def __init__(self, index, encoder=None, documents: dict[str, dict] | None = None,
-                 settings: ServiceSettings | None = None, meta: dict | None = None,
-                 observe_batch: Callable[[int], None] | None = None):
+                 settings: ServiceSettings | None = None, meta: dict | None = None):
         self.index = index
         self.encoder = encoder
         self.documents = documents or {}
@@ -182,8 +108,6 @@ class SearchEngine:
         self._fwd = None
         self._fwd_lock = threading.Lock()
         self.ready = threading.Event()
-        self.batcher = (MicroBatcher(self.search_batch, self.settings.micro_batch_max, observe_batch)
-                        if self.settings.micro_batch else None)
 
     # ------------------------------------------------------------------ lifecycle
     def warmup(self) -> None:
@@ -194,10 +118,6 @@ class SearchEngine:
         if self.encoder is not None:
             self.encode(["warm up"], "query")
         self.ready.set()
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
 
     # ------------------------------------------------------------------ parameters
     def params(self, query_cut, heap_factor, n_knn) -> SearchParams:
@@ -273,13 +193,12 @@ class SearchEngine:
                            f"{self.dim}; restart the server with the model the index was built with", field)
         return out
 
-    def to_batch(self, queries: Sequence, field: str) -> tuple[SparseBatch, float]:
+    def to_batch(self, queries: Sequence, field: str, many: bool = False) -> tuple[SparseBatch, float]:
         """Validate request queries (strings or `SparseQuery`) into one batch; returns (batch, encode seconds).
 
-        ``field`` names them in errors: ``"query"`` for one, ``"queries"`` (-> ``queries[3]``) for many."""
-        single = field == "query"
-        names = [field if single else f"{field}[{i}]" for i in range(len(queries))]
-        if not single and len(queries) > self.settings.max_batch:
+        ``field`` names them in errors: ``"query"`` for one, ``"queries"`` (-> ``queries[3]``) when ``many``."""
+        names = [f"{field}[{i}]" if many else field for i in range(len(queries))]
+        if many and len(queries) > self.settings.max_batch:
             raise ApiError(422, "limit_exceeded", f"{field} has {len(queries)} queries; this server accepts at most "
                            f"max_batch={self.settings.max_batch} per request: split the batch", field)
         rows: list = [None] * len(queries)
@@ -389,5 +308,5 @@ class SearchEngine:
             "limits": {f: getattr(self.settings, f) for f in ("max_k", "max_batch", "max_query_terms",
                                                               "max_text_chars", "max_body_bytes")},
             "encoder": None if enc is None else str(getattr(enc, "name", None) or type(enc).__name__),
-            "documents": len(self.documents), "micro_batch": self.batcher is not None,
+            "documents": len(self.documents),
         }

@@ -24,8 +24,6 @@ class Metrics:
         self.encode = Histogram("aftershock_encode_duration_seconds", "text query encoding time per request",
                                 buckets=LATENCY_BUCKETS, registry=r)
         self.queries = Counter("aftershock_queries", "queries searched, by form", ["form"], registry=r)
-        self.batch_size = Histogram("aftershock_microbatch_size", "queries per micro-batched index call",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.ready = Gauge("aftershock_ready", "1 once the index is loaded and the kernels are warm", registry=r)
 
     def render(self) -> bytes:

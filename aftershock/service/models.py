@@ -119,7 +119,6 @@ class InfoResponse(BaseModel):
     limits: dict
     encoder: str | None
     documents: int = Field(description="document texts loaded (--documents), 0 if none")
-    micro_batch: bool
 
 
 class HealthResponse(BaseModel):

@@ -18,8 +18,8 @@ class ServiceSettings:
     request body (413 beyond it). ``api_key``: when set, every endpoint except ``/health*``, ``/docs``
     and ``/openapi.json`` needs header ``api_key_header: <key>`` (401 otherwise). ``cors_origins``:
     origins allowed by CORS (empty = no CORS headers). ``threads``: search threads of a batch request
-    (None = all cores). ``micro_batch``: concurrent single queries are searched together by one worker
-    thread (``micro_batch_max`` at most per call). ``collection``: the name the Qdrant/OpenSearch-style
+    (None = all cores); a single query runs on one thread (concurrent requests run side by side).
+    ``collection``: the name the Qdrant/OpenSearch-style
     routes answer to.
     """
 
@@ -32,13 +32,11 @@ class ServiceSettings:
     api_key_header: str = "X-API-Key"
     cors_origins: tuple[str, ...] = ()
     threads: int | None = None
-    micro_batch: bool = False
-    micro_batch_max: int = 64
     collection: str = "default"
     warmup: bool = True
 
     def __post_init__(self):
-        for name in ("max_k", "max_batch", "max_query_terms", "max_text_chars", "max_body_bytes", "micro_batch_max"):
+        for name in ("max_k", "max_batch", "max_query_terms", "max_text_chars", "max_body_bytes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name}={v!r} must be an integer >= 1")
