@@ -91,6 +91,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict]:
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
         got = f" (got {_short(e['input'])})" if "input" in e and e["type"] not in ("missing", "json_invalid") else ""
         fix = _FIXES.get(e["type"])
+        if isinstance(e.get("input"), (bytes, bytearray)):  # a body that was not parsed as JSON
+            fix = "send the body as JSON with Content-Type: application/json"
         if e["type"] == "json_invalid":
             msg = f"{msg} at character {loc[0] if loc else 0}: {e.get('ctx', {}).get('error', '')}"
         out.append({"field": field, "message": f"{field}: {msg}{got}" + (f"; {fix}" if fix else "")})
@@ -154,6 +156,35 @@ class _Observe:
             m.latency.labels(route).observe(time.perf_counter() - t0)
 
 
+def _member(prop: dict, typ: str) -> dict:
+    """The member of type ``typ`` of an optional/union property schema (or the schema itself)."""
+    return next((m for m in prop.get("anyOf", [prop]) if m.get("type") == typ), {})
+
+
+def _tighten_openapi(schema: dict, settings: ServiceSettings, dim: int) -> dict:
+    """Write this server's limits (dim, max_k, max_batch, ...) into the OpenAPI schema, so clients and fuzzers
+    see the real bounds."""
+    s = schema["components"]["schemas"]
+    sq = s["SparseQuery"]["properties"]
+    _member(sq["indices"], "array").update(maxItems=settings.max_query_terms)
+    _member(sq["indices"], "array")["items"]["maximum"] = dim - 1
+    _member(sq["values"], "array").update(maxItems=settings.max_query_terms)
+    _member(sq["tokens"], "object").update(maxProperties=settings.max_query_terms)
+    _member(sq["text"], "string").update(maxLength=settings.max_text_chars)
+    for name, field in (("SearchRequest", "k"), ("BatchSearchRequest", "k"), ("QdrantQueryRequest", "limit"),
+                        ("OpenSearchRequest", "size")):
+        s[name]["properties"][field]["maximum"] = settings.max_k
+    _member(s["SearchRequest"]["properties"]["query"], "string").update(maxLength=settings.max_text_chars)
+    queries = s["BatchSearchRequest"]["properties"]["queries"]
+    queries["maxItems"] = settings.max_batch
+    _member(queries["items"], "string").update(maxLength=settings.max_text_chars)
+    s["NeuralSparseQuery"]["properties"]["neural_sparse"].update(minProperties=1, maxProperties=1)
+    clause = s["NeuralSparseClause"]["properties"]
+    _member(clause["query_text"], "string").update(maxLength=settings.max_text_chars)
+    _member(clause["query_tokens"], "object").update(maxProperties=settings.max_query_terms)
+    return schema
+
+
 def create_app(index, encoder=None, settings: ServiceSettings | None = None, documents: dict | None = None,
                meta: dict | None = None) -> FastAPI:
     """Build the app around a loaded index (`ExactIndex` or `SeismicIndex`).
@@ -189,6 +220,14 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                               "server's model), {token: weight} maps or {indices, values} sparse vectors. Errors are "
                               "4xx JSON naming the field and the fix. Qdrant- and OpenSearch-style aliases included.")
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = _tighten_openapi(base_openapi(), settings, engine.dim)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     # ------------------------------------------------------------------ errors
     def _count(request: Request, code: str):
@@ -221,6 +260,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         msg = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and msg == "Not Found":
             msg = f"no route {request.method} {request.url.path}; the endpoints are listed at /docs"
+        elif exc.status_code == 400 and msg == "There was an error parsing the body":
+            msg = "the request body could not be parsed; send UTF-8 JSON with Content-Type: application/json"
         elif exc.status_code == 405:
             msg = f"{request.method} is not allowed on {request.url.path}; the methods per endpoint are at /docs"
         return _error(exc.status_code, code, msg, "body" if exc.status_code == 413 else None,

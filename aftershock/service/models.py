@@ -61,11 +61,23 @@ class SearchOptions(_Request):
                                                       "server was started with --documents)")
 
 
+_VECTOR = {"indices": [2129, 3358, 4834], "values": [1.2, 0.8, 1.5]}  # "how", "wing", "flow" (BERT ids)
+
+
+def _examples(*examples) -> ConfigDict:
+    return ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 class SearchRequest(SearchOptions):
+    model_config = _examples({"query": _VECTOR, "k": 5}, {"query": {"tokens": {"wing": 1.0, "flow": 0.5}}, "k": 3},
+                             {"query": "supersonic flow over a wing", "k": 10, "return_documents": True})
+
     query: QueryIn
 
 
 class BatchSearchRequest(SearchOptions):
+    model_config = _examples({"queries": [_VECTOR, {"tokens": {"wing": 1.0}}], "k": 3, "heap_factor": 0.9})
+
     queries: list[QueryIn] = Field(min_length=1, description="queries, answered in order (at most max_batch)")
 
 
@@ -153,6 +165,8 @@ class QdrantParams(_Request):
 class QdrantQueryRequest(_Request):
     """The subset of Qdrant's ``POST /collections/{c}/points/query`` that a sparse index answers."""
 
+    model_config = _examples({"query": _VECTOR, "limit": 3, "with_payload": True})
+
     query: SparseQuery
     limit: int = Field(10, ge=1)
     using: str | None = Field(None, description="named vector; accepted and ignored (one vector per point)")
@@ -202,7 +216,8 @@ class NeuralSparseQuery(_Request):
 
 
 class OpenSearchRequest(_Request):
-    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {"query": {"neural_sparse": {"passage_embedding": {"query_tokens": {"wing": 1.0, "flow": 0.5}}}}, "size": 3}]})
 
     query: NeuralSparseQuery
     size: int = Field(10, ge=1)

@@ -282,3 +282,11 @@ def test_opensearch_neural_sparse(client, cranfield):
     assert text.status_code == 200 and text.json()["hits"]["hits"]
     bad = client.post("/default/_search", json={"query": {"neural_sparse": {"f": {"query_tokens": {"zzqq": 1.0}}}}})
     assert bad.status_code == 422 and bad.json()["field"] == "query.neural_sparse.f.query_tokens.zzqq"
+
+
+def test_openapi_carries_this_servers_limits(make_client):
+    spec = make_client(max_k=77, max_batch=9).get("/openapi.json").json()["components"]["schemas"]
+    indices = next(m for m in spec["SparseQuery"]["properties"]["indices"]["anyOf"] if m.get("type") == "array")
+    assert indices["items"]["maximum"] == 30521 and indices["maxItems"] == 4096
+    assert spec["SearchRequest"]["properties"]["k"]["maximum"] == 77
+    assert spec["BatchSearchRequest"]["properties"]["queries"]["maxItems"] == 9
