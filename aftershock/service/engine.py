@@ -299,7 +299,7 @@ class SearchEngine:
         ix = self.index
         enc = self.encoder
         return {
-            "kind": ix.kind, "n_docs": int(ix.n_docs), "dim": self.dim,
+            "kind": ix.kind, "n_docs": int(ix.n_docs), "dim": self.dim, "index_bytes": int(ix.nbytes()),
             "vocab_size": len(self.vocab) if self.vocab is not None else None,
             "format_version": self.meta.get("format_version"), "collection": self.settings.collection,
             "config": ix.config.to_dict() if hasattr(ix, "config") else {},

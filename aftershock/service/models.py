@@ -122,6 +122,7 @@ class InfoResponse(BaseModel):
     kind: str
     n_docs: int
     dim: int
+    index_bytes: int = Field(description="bytes of the index's arrays (memory-mapped from its directory)")
     vocab_size: int | None
     format_version: int | None
     collection: str
