@@ -18,7 +18,7 @@ import numpy as np
 
 from aftershock.errors import IndexCorruptError, IndexFormatError, IndexVersionError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META = "meta.json"
 
 

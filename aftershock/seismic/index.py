@@ -58,17 +58,18 @@ def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt
 def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
     """Store each list's summaries component-major, so a query touches only the entries of its own terms."""
     sum_ptr = sums["sum_ptr"]
-    ncomp = K.summary_comp_counts(term_blk_ptr, sum_ptr, sums["sum_idx"], dim, nt)
-    comp_list_ptr = np.concatenate([[0], np.cumsum(ncomp)]).astype(np.int64)
-    ent_list_ptr = sum_ptr[term_blk_ptr]
-    max_blocks = int(np.diff(term_blk_ptr).max()) if term_blk_ptr.shape[0] > 1 else 0
-    blk_dt = np.uint16 if max_blocks <= 65536 else np.uint32
-    out = dict(comp_list_ptr=comp_list_ptr, comp_ids=np.empty(comp_list_ptr[-1], tdt),
-               comp_cnt=np.empty(comp_list_ptr[-1], blk_dt), ent_list_ptr=ent_list_ptr.astype(np.int64),
-               ent_blk=np.empty(sum_ptr[-1], blk_dt), ent_code=np.empty(sum_ptr[-1], np.uint8),
-               sum_min=sums["sum_min"], sum_step=sums["sum_step"])
-    K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, comp_list_ptr,
-                        out["comp_ids"], out["comp_cnt"], out["ent_blk"], out["ent_code"])
+    ncomp, nent, novf = K.summary_layout_counts(term_blk_ptr, sum_ptr, sums["sum_idx"], dim, nt)
+
+    def offsets(counts):
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    out = dict(comp_list_ptr=offsets(ncomp), ovf_list_ptr=offsets(novf), ent_list_ptr=offsets(nent))
+    out.update(comp_ids=np.empty(out["comp_list_ptr"][-1], tdt), comp_cnt=np.empty(out["comp_list_ptr"][-1], np.uint8),
+               ovf_cnt=np.empty(out["ovf_list_ptr"][-1], np.uint32), ent_delta=np.empty(out["ent_list_ptr"][-1], np.uint8),
+               ent_code=np.empty(out["ent_list_ptr"][-1], np.uint8), sum_min=sums["sum_min"], sum_step=sums["sum_step"])
+    K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, out["comp_list_ptr"],
+                        out["ovf_list_ptr"], out["ent_list_ptr"], out["comp_ids"], out["comp_cnt"], out["ovf_cnt"],
+                        out["ent_delta"], out["ent_code"])
     return out
 
 
@@ -190,15 +191,18 @@ class SeismicIndex(BaseIndex):
     dim <= 65536 else uint32; values float16 bits or float32); blocks ``term_blk_ptr`` (term -> blocks),
     ``blk_doc_ptr/blk_docs`` (block -> doc rows); summaries stored component-major per posting list:
     ``comp_list_ptr`` (term -> its list's summary terms), ``comp_ids`` (those terms, ascending),
-    ``comp_cnt`` (entries per summary term), ``ent_list_ptr`` (term -> its list's entries), ``ent_blk``
-    (block within the list), ``ent_code`` (uint8 code); value = ``sum_min[b] + code * sum_step[b]``.
-    A query scans each selected list's summary terms against its dense vector, so it touches only the
-    summary entries of its own terms. ``knn`` is the (n_docs, knn) neighbour graph, -1 padded.
+    ``comp_cnt`` (uint8 entries per summary term; 255 means "read the list's next ``ovf_cnt``", located by
+    ``ovf_list_ptr``), ``ent_list_ptr`` (term -> its list's entries), ``ent_delta`` (uint8 gap to the previous
+    block holding that term; 0 = skip 255 blocks, no entry), ``ent_code`` (uint8 code); value =
+    ``sum_min[b] + code * sum_step[b]``. A query scans each selected list's summary terms against its dense
+    vector, so it touches only the summary entries of its own terms. ``knn`` is the (n_docs, knn)
+    neighbour graph, -1 padded.
     """
 
     kind = "seismic"
     ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "comp_list_ptr",
-              "comp_ids", "comp_cnt", "ent_list_ptr", "ent_blk", "ent_code", "sum_min", "sum_step", "knn")
+              "comp_ids", "comp_cnt", "ovf_list_ptr", "ovf_cnt", "ent_list_ptr", "ent_delta", "ent_code",
+              "sum_min", "sum_step", "knn")
 
     def __init__(self, arrays: dict, dim: int, doc_ids, config: SeismicConfig, vocab=None, build_stats=None):
         for name in self.ARRAYS:
@@ -304,7 +308,8 @@ class SeismicIndex(BaseIndex):
         term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
         starts = np.repeat(post_ptr[:-1], n_blocks)
         sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
-        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)])
+        blk_doc_ptr = blk_doc_ptr.astype(np.uint32 if blk_doc_ptr[-1] < 2**32 else np.int64)
         del blk_sizes, post_docs, cut_idx, cut_val
         t = step("blocking", t)
 
@@ -354,45 +359,49 @@ class SeismicIndex(BaseIndex):
                               "(aftershock build --knn 10) or search with n_knn=0")
         return self._search_arrays(queries, k, params, _threads(params.threads))
 
-    def _scratch(self, n_chunks: int, nq: int):
-        """Per-thread scratch reused across calls (a dense query, visited stamps, block accumulators).
-
-        Allocating and zeroing a visited array of n_docs per call would dominate single-query latency;
-        stamps make reuse safe: each query gets a fresh stamp, and the arrays are re-zeroed before the
-        int32 stamp could wrap. Callers hold ``self._lock``.
-        """
+    def _scratch(self, n_chunks: int):
+        """Per-thread scratch reused across calls: a dense query, a visited bitset with the list of docs it
+        marked, two block accumulators. Kernels leave every buffer zeroed, so nothing is cleared per call.
+        Callers hold ``self._lock``."""
         sc = getattr(self, "_scratch_arrays", None)
         if sc is None or sc[0].shape[0] < n_chunks:
-            sc = (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, self.n_docs), np.int32),
-                  np.zeros((n_chunks, max(self.max_blocks, 1)), np.float32),
-                  np.zeros((n_chunks, max(self.max_blocks, 1)), np.float32))
-            self._scratch_arrays, self._stamp = sc, 0
-        if self._stamp + nq + 1 >= np.iinfo(np.int32).max:
-            sc[1][:] = 0
-            self._stamp = 0
-        stamp0 = self._stamp
-        self._stamp += nq + 1
-        return sc, np.int32(stamp0)
+            nb = max(self.max_blocks, 1)
+            sc = (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, (self.n_docs + 63) // 64), np.uint64),
+                  np.zeros((n_chunks, max(self.n_docs, 1)), np.int32), np.zeros((n_chunks, nb), np.float32),
+                  np.zeros((n_chunks, nb), np.float32))
+            self._scratch_arrays = sc
+        return sc
+
+    def kernel_arrays(self) -> tuple:
+        """The arrays the search kernels read, in their order (one tuple, so kernels take one argument)."""
+        return (self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr, self.blk_doc_ptr,
+                self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt, self.ovf_list_ptr, self.ovf_cnt,
+                self.ent_list_ptr, self.ent_delta, self.ent_code, self.sum_min, self.sum_step, self.knn)
+
+    def block_summaries(self):
+        """Every block's summary decoded to block-major CSR ``(ptr, terms int32, values float32)``: the
+        dequantized values the kernels score with (an upper bound of the block's kept maxima)."""
+        return K.decode_summaries(self.kernel_arrays(), self.n_blocks)
 
     def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None) -> SearchResult:
-        out_s, out_i = self._empty_result(len(queries), k)
-        if len(queries) == 0:
+        nq = len(queries)
+        out_s, out_i = self._empty_result(nq, k)
+        if nq == 0:
             return SearchResult(out_s, out_i)
-        n_chunks = min(nt, len(queries))
-        stats = np.zeros((len(queries), 3), np.int64)
-        args = (self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr, self.blk_doc_ptr,
-                self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt, self.ent_list_ptr, self.ent_blk,
-                self.ent_code, self.sum_min, self.sum_step, self.knn if knn_graph is None else knn_graph,
-                queries.indptr, queries.indices, queries.values, k, params.query_cut,
+        n_chunks = min(nt, nq)
+        stats = np.zeros((nq, 3), np.int64)
+        ix = self.kernel_arrays()
+        if knn_graph is not None:
+            ix = ix[:-1] + (knn_graph,)
+        args = (ix, queries.indptr, queries.indices, queries.values, k, params.query_cut,
                 np.float32(params.heap_factor), params.n_knn)
         with self._lock:
-            (qdense, visited, acc_dot, acc_q), stamp0 = self._scratch(n_chunks, len(queries))
+            scratch = self._scratch(n_chunks)
             if n_chunks == 1:
-                K.seismic_search_serial(*args, out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0)
+                K.seismic_search_serial(*args, out_s, out_i, stats, *scratch)
             else:
                 numba.set_num_threads(nt)
-                K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, qdense, visited, acc_dot, acc_q,
-                                       stamp0)
+                K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
         self.last_stats = {"blocks_scored": float(stats[:, 0].mean()), "blocks_visited": float(stats[:, 1].mean()),
                            "docs_scored": float(stats[:, 2].mean())}
         return SearchResult(out_s, out_i)

@@ -165,12 +165,87 @@ def _block_sift_down(bs, bi, size, pos):
             break
 
 
+@numba.njit(inline="always")
+def _mark_visited(vbits, touched, n_touched, d):
+    """Set doc d's bit; returns the new touched count, or -1 when d was already visited."""
+    wd = d >> 6
+    bit = np.uint64(1) << np.uint64(d & 63)
+    if vbits[wd] & bit:
+        return -1
+    vbits[wd] |= bit
+    touched[n_touched] = d
+    return n_touched + 1
+
+
+@numba.njit(inline="always")
+def _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, d):
+    """Every cache line of doc d's forward entries (its terms and values)."""
+    a0 = fwd_ptr[d]
+    e = fwd_ptr[d + 1]
+    a = a0
+    while a < e:
+        prefetch(fwd_idx, a)
+        prefetch(fwd_val, a)
+        a += 32
+    if e > a0:  # the start is not line-aligned: the last line may still be missing
+        prefetch(fwd_idx, e - 1)
+        prefetch(fwd_val, e - 1)
+
+
 @numba.njit
-def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                       comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step, knn,
-                       qi, qv, k, query_cut, heap_factor, n_knn, qdense, visited, stamp, acc_dot, acc_q,
-                       out_s, out_i, stats):
-    """One query: best-first block visiting with summary pruning, then optional kNN refinement."""
+def _score_list_summaries(ix, t, qdense, acc_dot, acc_q, bs, bi, n):
+    """Summary scores of posting list t's blocks against the dense query, appended to (bs, bi) from n.
+
+    Summaries are stored component-major per list: for each summary term (ascending), its entry count
+    (uint8; 255 = read the count from ``ovf_cnt``), then its entries as (block delta, code) byte pairs,
+    blocks ascending; a delta of 0 is a skip of 255 blocks without an entry.
+    """
+    (fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs, comp_list_ptr, comp_ids, comp_cnt,
+     ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta, ent_code, sum_min, sum_step, knn) = ix
+    b0 = term_blk_ptr[t]
+    nbl = term_blk_ptr[t + 1] - b0
+    if nbl == 0:
+        return n
+    acc_dot[:nbl] = 0.0
+    acc_q[:nbl] = 0.0
+    ov = ovf_list_ptr[t]
+    s1 = ent_list_ptr[t]
+    for g in range(comp_list_ptr[t], comp_list_ptr[t + 1]):
+        cnt = np.int64(comp_cnt[g])
+        if cnt == 255:
+            cnt = np.int64(ovf_cnt[ov])
+            ov += 1
+        s0 = s1
+        s1 = s0 + cnt
+        w = qdense[comp_ids[g]]
+        if w == 0.0:
+            continue
+        bl = -1
+        for x in range(s0, s1):
+            dl = np.int64(ent_delta[x])
+            if dl == 0:
+                bl += 255
+                continue
+            bl += dl
+            acc_dot[bl] += w * np.float32(ent_code[x])
+            acc_q[bl] += w
+    for bl in range(nbl):
+        bs[n] = sum_min[b0 + bl] * acc_q[bl] + sum_step[b0 + bl] * acc_dot[bl]
+        bi[n] = b0 + bl
+        n += 1
+    return n
+
+
+@numba.njit
+def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, out_s, out_i, stats):
+    """One query: best-first block visiting with summary pruning, then optional kNN refinement.
+
+    ``ix`` is the index's array tuple (see ``SeismicIndex.kernel_arrays``); ``scratch`` one thread's reusable
+    buffers (dense query, visited bitset, touched list, two block accumulators), all left zeroed on return.
+    """
+    (fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs, comp_list_ptr, comp_ids, comp_cnt,
+     ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta, ent_code, sum_min, sum_step, knn) = ix
+    qdense, vbits, touched, acc_dot, acc_q = scratch
     nq = qi.shape[0]
     if nq == 0:
         return
@@ -187,58 +262,37 @@ def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr
     bi = np.empty(nblocks, np.int64)
     n = 0
     for a in range(ncut):
-        t = qi[order[a]]
-        b0 = term_blk_ptr[t]
-        nbl = term_blk_ptr[t + 1] - b0
-        if nbl == 0:
-            continue
-        acc_dot[:nbl] = 0.0
-        acc_q[:nbl] = 0.0
-        e0 = ent_list_ptr[t]
-        c0 = comp_list_ptr[t]
-        c1 = comp_list_ptr[t + 1]
-        # the list's summary components, scanned against the dense query (sequential reads);
-        # comp_cnt[g] entries per component, so offsets are a running sum
-        s1 = e0
-        for g in range(c0, c1):
-            s0 = s1
-            s1 = s0 + np.int64(comp_cnt[g])
-            w = qdense[comp_ids[g]]
-            if w == 0.0:
-                continue
-            for x in range(s0, s1):
-                bl = ent_blk[x]
-                acc_dot[bl] += w * np.float32(ent_code[x])
-                acc_q[bl] += w
-        for bl in range(nbl):
-            bs[n] = sum_min[b0 + bl] * acc_q[bl] + sum_step[b0 + bl] * acc_dot[bl]
-            bi[n] = b0 + bl
-            n += 1
+        n = _score_list_summaries(ix, qi[order[a]], qdense, acc_dot, acc_q, bs, bi, n)
     stats[0] += n
     for p in range(n // 2 - 1, -1, -1):
         _block_sift_down(bs, bi, n, p)
     hs = np.empty(k, np.float32)
     hi = np.empty(k, np.int64)
     size = 0
+    n_touched = 0
     while n > 0:
-        top = bs[0]
-        b = bi[0]
-        if size == k and top < heap_factor * hs[0]:
+        if size == k and bs[0] < heap_factor * hs[0]:
             break
+        b = bi[0]
         n -= 1
         bs[0] = bs[n]
         bi[0] = bi[n]
         _block_sift_down(bs, bi, n, 0)
-        p_end = blk_doc_ptr[b + 1]
-        for p in range(blk_doc_ptr[b], p_end):
-            if p + 2 < p_end:  # the forward vectors are random accesses: fetch two docs ahead
-                a2 = fwd_ptr[blk_docs[p + 2]]
-                prefetch(fwd_idx, a2)
-                prefetch(fwd_val, a2)
+        p0 = blk_doc_ptr[b]
+        p1 = blk_doc_ptr[b + 1]
+        # forward vectors are random accesses: fetch doc p+2's lines now, and the offsets of doc p+4
+        for p in range(p0, min(p0 + 2, p1)):
+            _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, blk_docs[p])
+        for p in range(p0, p1):
+            if p + 4 < p1:
+                prefetch(fwd_ptr, blk_docs[p + 4])
+            if p + 2 < p1:
+                _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, blk_docs[p + 2])
             d = blk_docs[p]
-            if visited[d] == stamp:
+            m = _mark_visited(vbits, touched, n_touched, d)
+            if m < 0:
                 continue
-            visited[d] = stamp
+            n_touched = m
             s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, d, qdense)
             size = heap_push(hs, hi, size, k, s, d)
             stats[2] += 1
@@ -247,59 +301,48 @@ def seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr
         m = min(n_knn, knn.shape[1])
         found = hi[:size].copy()
         for x in range(found.shape[0]):
-            d0 = found[x]
             for j in range(m):
-                d = knn[d0, j]
-                if d < 0 or visited[d] == stamp:
+                d = knn[found[x], j]
+                if d < 0:
                     continue
-                visited[d] = stamp
+                nt2 = _mark_visited(vbits, touched, n_touched, d)
+                if nt2 < 0:
+                    continue
+                n_touched = nt2
                 s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, d, qdense)
                 size = heap_push(hs, hi, size, k, s, d)
     for j in range(nq):
         qdense[qi[j]] = 0.0
+    for j in range(n_touched):
+        vbits[touched[j] >> 6] = 0
     heap_sorted_into(hs, hi, size, out_s, out_i)
 
 
 @numba.njit
-def _seismic_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                   comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                   knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
-                   qdense, visited, acc_dot, acc_q, stamp0):
-    """Queries c, c + n_chunks, ... with one thread's scratch (qdense zeroed on exit, stamps from stamp0)."""
-    nq = q_ptr.shape[0] - 1
-    stamp = stamp0
-    for q in range(c, nq, n_chunks):
-        stamp += 1
+def _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                   scratch):
+    """Queries c, c + n_chunks, ... with one thread's scratch."""
+    for q in range(c, q_ptr.shape[0] - 1, n_chunks):
         a, b = q_ptr[q], q_ptr[q + 1]
-        seismic_search_one(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                           comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                           knn, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, qdense, visited, stamp,
-                           acc_dot, acc_q, out_s[q], out_i[q], stats[q])
+        seismic_search_one(ix, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, scratch, out_s[q],
+                           out_i[q], stats[q])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def seismic_search_batch(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                         comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                         knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks,
-                         out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0):
-    """A batch over ``n_chunks`` threads; scratch rows (qdense, visited, acc_*) are per thread and reused."""
+def seismic_search_batch(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks, out_s, out_i,
+                         stats, qdense, vbits, touched, acc_dot, acc_q):
+    """A batch over ``n_chunks`` threads; scratch rows (one per thread) are reused across calls."""
     for c in prange(n_chunks):
-        _seismic_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                       comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                       knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
-                       qdense[c], visited[c], acc_dot[c], acc_q[c], stamp0)
+        _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i,
+                       stats, (qdense[c], vbits[c], touched[c], acc_dot[c], acc_q[c]))
 
 
 @numba.njit(cache=True, nogil=True)
-def seismic_search_serial(fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                          comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                          knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn,
-                          out_s, out_i, stats, qdense, visited, acc_dot, acc_q, stamp0):
+def seismic_search_serial(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                          qdense, vbits, touched, acc_dot, acc_q):
     """Same as the batch on one thread, without the parallel launch (single queries, low latency)."""
-    _seismic_chunk(0, 1, fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs,
-                   comp_list_ptr, comp_ids, comp_cnt, ent_list_ptr, ent_blk, ent_code, sum_min, sum_step,
-                   knn, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
-                   qdense[0], visited[0], acc_dot[0], acc_q[0], stamp0)
+    _seismic_chunk(0, 1, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+                   (qdense[0], vbits[0], touched[0], acc_dot[0], acc_q[0]))
 
 
 # ------------------------------------------------------------------------------------------- build: pruning
@@ -335,48 +378,134 @@ def prune_fill(inv_ptr, inv_docs, inv_vals, threshold, new_ptr, out_docs, out_va
 
 
 # ------------------------------------------------------------------------------------------- build: blocking
-@numba.njit(inline="always")
-def _scatter(fwd_ptr, fwd_idx, fwd_val, lut, d, dense, scale):
-    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-        dense[fwd_idx[j]] += scale * value_at(fwd_val, j, lut)
+@numba.njit
+def _centroid_postings(cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, dense, tstart, tend):
+    """Invert centroids given as weighted sums of documents: centroid c = scale[c] * sum of the forward
+    vectors of ``cent_docs[cent_ptr[c]:cent_ptr[c + 1]]`` (c with scale 0 is left out).
 
-
-@numba.njit(inline="always")
-def _clear(fwd_ptr, fwd_idx, d, dense):
-    for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-        dense[fwd_idx[j]] = 0.0
-
-
-@numba.njit(inline="always")
-def _cut_dot(cut_ptr, cut_idx, cut_val, d, dense):
-    s = np.float32(0.0)
-    for j in range(cut_ptr[d], cut_ptr[d + 1]):
-        s += dense[cut_idx[j]] * cut_val[j]
-    return s
+    Returns (ent_c, ent_v) ordered by term, centroids ascending within a term; ``tstart[t]`` (1-based,
+    0 = absent) and ``tend[t]`` (count) locate term t's run. ``dense`` (zeroed) is scratch, left zeroed;
+    tstart/tend must be cleared with `_clear_postings` after use.
+    """
+    nc = cent_ptr.shape[0] - 1
+    n_ent = 0
+    for c in range(nc):
+        if scale[c] != 0.0:
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                n_ent += fwd_ptr[cent_docs[y] + 1] - fwd_ptr[cent_docs[y]]
+    ent_t = np.empty(n_ent, np.int64)
+    ent_c = np.empty(n_ent, np.int64)
+    ent_v = np.empty(n_ent, np.float32)
+    e = 0
+    for c in range(nc):
+        if scale[c] == 0.0:
+            continue
+        e0 = e
+        for y in range(cent_ptr[c], cent_ptr[c + 1]):  # union of the members' terms, summed in `dense`
+            d = cent_docs[y]
+            for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                t = np.int64(fwd_idx[j])
+                if dense[t] == 0.0:
+                    ent_t[e] = t
+                    e += 1
+                dense[t] += value_at(fwd_val, j, lut)
+        for x in range(e0, e):
+            t = ent_t[x]
+            ent_c[x] = c
+            ent_v[x] = dense[t] * scale[c]
+            dense[t] = 0.0
+            tend[t] += 1
+    srt = np.argsort(ent_t[:e], kind="mergesort")
+    out_c = np.empty(e, np.int64)
+    out_v = np.empty(e, np.float32)
+    for x in range(e):
+        out_c[x] = ent_c[srt[x]]
+        out_v[x] = ent_v[srt[x]]
+        t = ent_t[srt[x]]
+        if tstart[t] == 0:
+            tstart[t] = x + 1
+    return out_c, out_v
 
 
 @numba.njit
-def _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense,
-            best, best_s, only):
-    """For docs (mask ``only`` if given), the alive centroid doc with the highest doc_cut dot product."""
-    for c in range(cents.shape[0]):
-        if not alive[c]:
+def _clear_postings(cent_ptr, cent_docs, fwd_ptr, fwd_idx, tstart, tend):
+    for y in range(cent_docs.shape[0]):
+        d = cent_docs[y]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            tstart[fwd_idx[j]] = 0
+            tend[fwd_idx[j]] = 0
+
+
+@numba.njit
+def _assign(docs, ent_c, ent_v, tstart, tend, first, cut_ptr, cut_idx, cut_val, acc, touched, best, best_s, only):
+    """For each doc (mask ``only`` if non-empty), the centroid with the highest dot product with its
+    doc_cut approximation, over inverted centroids: a doc meets only the centroids sharing one of its
+    doc_cut terms. Sums run in doc_cut order, as a plain dot product would; ties go to the lower centroid;
+    a doc that meets no centroid goes to ``first`` (every centroid scores 0 there)."""
+    for x in range(docs.shape[0]):
+        if only.shape[0] > 0 and not only[x]:
             continue
-        _scatter(fwd_ptr, fwd_idx, fwd_val, lut, cents[c], dense, np.float32(1.0))
-        for x in range(docs.shape[0]):
-            if only.shape[0] > 0 and not only[x]:
+        d = docs[x]
+        nt = 0
+        for j in range(cut_ptr[d], cut_ptr[d + 1]):
+            t = cut_idx[j]
+            w = cut_val[j]
+            s0 = tstart[t] - 1
+            if s0 < 0:
                 continue
-            s = _cut_dot(cut_ptr, cut_idx, cut_val, docs[x], dense)
-            if s > best_s[x]:
-                best_s[x] = s
-                best[x] = c
-        _clear(fwd_ptr, fwd_idx, cents[c], dense)
+            for y in range(s0, s0 + tend[t]):
+                c = ent_c[y]
+                if acc[c] == 0.0:
+                    touched[nt] = c
+                    nt += 1
+                acc[c] += ent_v[y] * w
+        bs = best_s[x]
+        bc = best[x]
+        if nt == 0 and bs < 0.0:
+            bs = np.float32(0.0)
+            bc = first
+        for y in range(nt):
+            c = touched[y]
+            s = acc[c]
+            acc[c] = 0.0
+            if s > bs or (s == bs and c < bc):
+                bs = s
+                bc = c
+        best_s[x] = bs
+        best[x] = bc
+
+
+@numba.njit
+def _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+               dense, tstart, tend, best, best_s, only):
+    """`_assign` to centroids given as weighted document sums (see `_centroid_postings`)."""
+    nc = cent_ptr.shape[0] - 1
+    first = -1
+    for c in range(nc):
+        if scale[c] != 0.0:
+            first = c
+            break
+    if first < 0:
+        return
+    ent_c, ent_v = _centroid_postings(cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, dense, tstart,
+                                      tend)
+    acc = np.zeros(nc, np.float32)
+    touched = np.empty(nc, np.int64)
+    _assign(docs, ent_c, ent_v, tstart, tend, first, cut_ptr, cut_idx, cut_val, acc, touched, best, best_s, only)
+    _clear_postings(cent_ptr, cent_docs, fwd_ptr, fwd_idx, tstart, tend)
 
 
 @numba.njit
 def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, fwd_idx, fwd_val, lut,
-                  cut_ptr, cut_idx, cut_val, dense):
-    """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1)."""
+                  cut_ptr, cut_idx, cut_val, dense, tstart, tend):
+    """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1).
+
+    Seismic's one-shot clustering: ``n_cent`` random member docs are the centroids, each doc joins the one
+    with the highest doc_cut dot product. With ``kmeans_iters`` > 0, spherical k-means rounds follow: each
+    centroid becomes its members' L2-normalised sum (the mean's direction), and docs are reassigned by dot
+    product with those unit centroids, so no centroid attracts docs merely by having a large norm.
+    Clusters smaller than ``min_cluster_size`` are then dissolved into the nearest surviving centroid.
+    """
     m = docs.shape[0]
     labels = np.zeros(m, np.int64)
     if n_cent <= 1 or m <= min_cluster_size:
@@ -386,64 +515,64 @@ def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, f
     for i in range(n_cent):  # partial Fisher-Yates: n_cent distinct random docs as centroids
         j = i + np.random.randint(0, m - i)
         perm[i], perm[j] = perm[j], perm[i]
-    cents = docs[perm[:n_cent]].copy()
-    alive = np.ones(n_cent, np.bool_)
+    cent_ptr = np.arange(n_cent + 1)
+    cent_docs = docs[perm[:n_cent]].copy()
+    scale = np.ones(n_cent, np.float32)
     none = np.zeros(0, np.bool_)
     best_s = np.full(m, -1.0, np.float32)
-    _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, labels, best_s,
-            none)
-    if kmeans_iters > 0:
-        # k-means refinement: centroids become the means of their members (dense, over all their terms)
-        counts = np.zeros(n_cent, np.int64)
-        for it in range(kmeans_iters):
-            counts[:] = 0
-            for x in range(m):
-                counts[labels[x]] += 1
-            new_best = np.zeros(m, np.int64)
-            new_s = np.full(m, -1.0, np.float32)
-            member_order = np.argsort(labels, kind="mergesort")
-            start = 0
-            for c in range(n_cent):
-                cnt = counts[c]
-                if cnt == 0:
-                    continue
-                for y in range(start, start + cnt):
-                    _scatter(fwd_ptr, fwd_idx, fwd_val, lut, docs[member_order[y]], dense, np.float32(1.0 / cnt))
-                for x in range(m):
-                    s = _cut_dot(cut_ptr, cut_idx, cut_val, docs[x], dense)
-                    if s > new_s[x]:
-                        new_s[x] = s
-                        new_best[x] = c
-                for y in range(start, start + cnt):
-                    _clear(fwd_ptr, fwd_idx, docs[member_order[y]], dense)
-                start += cnt
-            labels = new_best
-    # dissolve clusters smaller than min_cluster_size into their members' next best cluster
+    _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense,
+               tstart, tend, labels, best_s, none)
     counts = np.zeros(n_cent, np.int64)
-    for x in range(m):
-        counts[labels[x]] += 1
+    for it in range(kmeans_iters + 1):
+        counts[:] = 0
+        for x in range(m):
+            counts[labels[x]] += 1
+        if it == kmeans_iters:
+            break
+        cent_ptr = np.zeros(n_cent + 1, np.int64)
+        for c in range(n_cent):
+            cent_ptr[c + 1] = cent_ptr[c] + counts[c]
+        cent_docs = docs[np.argsort(labels, kind="mergesort")]
+        for c in range(n_cent):  # 1 / ||sum of members||: the sum's entries, squared, from a dense scatter
+            sq = 0.0
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                d = cent_docs[y]
+                for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                    dense[fwd_idx[j]] += value_at(fwd_val, j, lut)
+            for y in range(cent_ptr[c], cent_ptr[c + 1]):
+                d = cent_docs[y]
+                for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                    v = dense[fwd_idx[j]]
+                    sq += v * v
+                    dense[fwd_idx[j]] = 0.0
+            scale[c] = np.float32(1.0 / np.sqrt(sq)) if sq > 0 else np.float32(0.0)
+        best_s[:] = -1.0
+        _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+                   dense, tstart, tend, labels, best_s, none)
+    # dissolve clusters smaller than min_cluster_size into their members' best surviving centroid
     orphan = np.zeros(m, np.bool_)
     n_orphan = 0
     n_alive = 0
     for c in range(n_cent):
-        alive[c] = counts[c] >= min_cluster_size
-        n_alive += alive[c]
+        if counts[c] >= min_cluster_size:
+            n_alive += 1
+        else:
+            scale[c] = 0.0
     if n_alive == 0:
         labels[:] = 0
         return labels, 1
     for x in range(m):
-        if not alive[labels[x]]:
+        if counts[labels[x]] < min_cluster_size:
             orphan[x] = True
             n_orphan += 1
             best_s[x] = -1.0
     if n_orphan > 0:
-        # orphans join the alive *seed* doc they are closest to (as in the one-shot assignment)
-        _assign(docs, cents, alive, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, labels,
-                best_s, orphan)
+        _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
+                   dense, tstart, tend, labels, best_s, orphan)
     remap = np.full(n_cent, -1, np.int64)
     nc = 0
     for c in range(n_cent):
-        if alive[c]:
+        if counts[c] >= min_cluster_size:
             remap[c] = nc
             nc += 1
     for x in range(m):
@@ -458,6 +587,8 @@ def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cu
     n_terms = post_ptr.shape[0] - 1
     for c in prange(n_chunks):
         dense = np.zeros(dim, np.float32)
+        tstart = np.zeros(dim, np.int64)
+        tend = np.zeros(dim, np.int64)
         for o in range(c, n_terms, n_chunks):
             t = order[o]
             a, b = post_ptr[t], post_ptr[t + 1]
@@ -468,7 +599,7 @@ def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cu
             docs = post_docs[a:b]
             n_cent = max(1, int(np.ceil(centroid_fraction * m)))
             labels, nc = _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed + t, fwd_ptr, fwd_idx,
-                                       fwd_val, lut, cut_ptr, cut_idx, cut_val, dense)
+                                       fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, tstart, tend)
             key = labels * (np.int64(fwd_ptr.shape[0])) + docs.astype(np.int64)
             srt = np.argsort(key)
             for x in range(m):
@@ -624,55 +755,136 @@ def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, ene
 
 # ------------------------------------------------------------------------------------------- build: transposition
 @numba.njit(parallel=True, cache=True)
-def summary_comp_counts(term_blk_ptr, sum_ptr, sum_idx, dim, n_chunks):
-    """Distinct summary terms per posting list (the list's summary 'components')."""
+def summary_layout_counts(term_blk_ptr, sum_ptr, sum_idx, dim, n_chunks):
+    """Per posting list: distinct summary terms, entries (skip markers included) and counts >= 255."""
     n_terms = term_blk_ptr.shape[0] - 1
-    out = np.zeros(n_terms, np.int64)
+    ncomp = np.zeros(n_terms, np.int64)
+    nent = np.zeros(n_terms, np.int64)
+    novf = np.zeros(n_terms, np.int64)
     for c in prange(n_chunks):
-        mark = np.full(dim, -1, np.int64)
+        last = np.full(dim, -1, np.int64)
+        cnt = np.zeros(dim, np.int64)
+        seen = np.empty(dim, np.int64)
         for t in range(c, n_terms, n_chunks):
+            b0 = term_blk_ptr[t]
             n = 0
-            for j in range(sum_ptr[term_blk_ptr[t]], sum_ptr[term_blk_ptr[t + 1]]):
-                if mark[sum_idx[j]] != t:
-                    mark[sum_idx[j]] = t
-                    n += 1
-            out[t] = n
-    return out
+            e = 0
+            for b in range(b0, term_blk_ptr[t + 1]):
+                for j in range(sum_ptr[b], sum_ptr[b + 1]):
+                    tt = sum_idx[j]
+                    if cnt[tt] == 0:
+                        seen[n] = tt
+                        n += 1
+                    gap = (b - b0) - last[tt]
+                    k = 1 + (gap - 1) // 255  # the entry plus its skip markers
+                    cnt[tt] += k
+                    e += k
+                    last[tt] = b - b0
+            o = 0
+            for x in range(n):
+                tt = seen[x]
+                if cnt[tt] >= 255:
+                    o += 1
+                cnt[tt] = 0
+                last[tt] = -1
+            ncomp[t] = n
+            nent[t] = e
+            novf[t] = o
+    return ncomp, nent, novf
 
 
 @numba.njit(parallel=True, cache=True)
-def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, comp_list_ptr, comp_ids, comp_cnt,
-                      ent_blk, ent_code):
-    """Block-major summaries of each list -> component-major: for each term of the list's summaries
-    (ascending), its number of entries and the (local block, code) entries holding it, blocks ascending."""
+def summary_transpose(term_blk_ptr, sum_ptr, sum_idx, sum_codes, dim, n_chunks, comp_list_ptr, ovf_list_ptr,
+                      ent_list_ptr, comp_ids, comp_cnt, ovf_cnt, ent_delta, ent_code):
+    """Block-major summaries of each list -> the component-major layout read by `_score_list_summaries`."""
     n_terms = term_blk_ptr.shape[0] - 1
     for c in prange(n_chunks):
+        last = np.full(dim, -1, np.int64)
         cnt = np.zeros(dim, np.int64)
         pos = np.zeros(dim, np.int64)
         for t in range(c, n_terms, n_chunks):
             b0, b1 = term_blk_ptr[t], term_blk_ptr[t + 1]
-            e0, e1 = sum_ptr[b0], sum_ptr[b1]
             c0, c1 = comp_list_ptr[t], comp_list_ptr[t + 1]
             if c1 == c0:
                 continue
             n = 0
-            for j in range(e0, e1):
-                tt = sum_idx[j]
-                if cnt[tt] == 0:
-                    comp_ids[c0 + n] = tt
-                    n += 1
-                cnt[tt] += 1
+            for b in range(b0, b1):
+                for j in range(sum_ptr[b], sum_ptr[b + 1]):
+                    tt = sum_idx[j]
+                    if cnt[tt] == 0:
+                        comp_ids[c0 + n] = tt
+                        n += 1
+                    cnt[tt] += 1 + ((b - b0) - last[tt] - 1) // 255
+                    last[tt] = b - b0
             comp_ids[c0:c1].sort()
-            off = 0
+            off = ent_list_ptr[t]
+            ov = ovf_list_ptr[t]
             for g in range(c0, c1):
                 tt = comp_ids[g]
-                comp_cnt[g] = cnt[tt]
+                if cnt[tt] >= 255:
+                    comp_cnt[g] = 255
+                    ovf_cnt[ov] = cnt[tt]
+                    ov += 1
+                else:
+                    comp_cnt[g] = cnt[tt]
                 pos[tt] = off
                 off += cnt[tt]
                 cnt[tt] = 0
+                last[tt] = -1
             for b in range(b0, b1):
                 for j in range(sum_ptr[b], sum_ptr[b + 1]):
-                    x = e0 + pos[sum_idx[j]]
-                    ent_blk[x] = b - b0
+                    tt = sum_idx[j]
+                    gap = (b - b0) - last[tt]
+                    x = pos[tt]
+                    while gap > 255:
+                        ent_delta[x] = 0
+                        ent_code[x] = 0
+                        x += 1
+                        gap -= 255
+                    ent_delta[x] = gap
                     ent_code[x] = sum_codes[j]
-                    pos[sum_idx[j]] += 1
+                    pos[tt] = x + 1
+                    last[tt] = b - b0
+            for g in range(c0, c1):
+                last[comp_ids[g]] = -1
+
+
+@numba.njit(cache=True)
+def decode_summaries(ix, n_blocks):
+    """The component-major summaries back to block-major CSR (ptr, terms, dequantized values)."""
+    (fwd_ptr, fwd_idx, fwd_val, lut, term_blk_ptr, blk_doc_ptr, blk_docs, comp_list_ptr, comp_ids, comp_cnt,
+     ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta, ent_code, sum_min, sum_step, knn) = ix
+    counts = np.zeros(n_blocks + 1, np.int64)
+    for phase in range(2):
+        if phase == 1:
+            for b in range(n_blocks):
+                counts[b + 1] += counts[b]
+            ptr = counts.copy()
+            terms = np.empty(counts[n_blocks], np.int32)
+            vals = np.empty(counts[n_blocks], np.float32)
+        for t in range(term_blk_ptr.shape[0] - 1):
+            b0 = term_blk_ptr[t]
+            ov = ovf_list_ptr[t]
+            s1 = ent_list_ptr[t]
+            for g in range(comp_list_ptr[t], comp_list_ptr[t + 1]):
+                cnt = np.int64(comp_cnt[g])
+                if cnt == 255:
+                    cnt = np.int64(ovf_cnt[ov])
+                    ov += 1
+                s0 = s1
+                s1 = s0 + cnt
+                bl = -1
+                for x in range(s0, s1):
+                    dl = np.int64(ent_delta[x])
+                    if dl == 0:
+                        bl += 255
+                        continue
+                    bl += dl
+                    b = b0 + bl
+                    if phase == 0:
+                        counts[b + 1] += 1
+                    else:
+                        terms[ptr[b]] = comp_ids[g]
+                        vals[ptr[b]] = sum_min[b] + np.float32(ent_code[x]) * sum_step[b]
+                        ptr[b] += 1
+    return counts, terms, vals

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 import sys
 import textwrap
 
@@ -367,6 +369,45 @@ def test_explicit_zero_weights(tmp_path):
         assert res.ids[0, 0] == 50 and res.scores[0, 0] == 3.0, res
         print("ok")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=170, cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's package
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=170, cwd=tmp_path,
+                          env=env)
     assert proc.returncode == 0 and "ok" in proc.stdout, (
         f"exit code {proc.returncode}; stderr tail:\n{proc.stderr[-1500:]}")
+
+
+# ---------------------------------------------------------------------------------------------- summary layout
+def test_summaries_bound_blocks_across_long_gaps():
+    """A list of > 255 blocks where a term appears only in its first and last block (a block gap > 255,
+    stored with skip markers) and a term in > 255 blocks (entry count stored in the overflow array):
+    the decoded summaries are exactly each block's coordinate maxima, rounded up by < one quantization step."""
+    rng = np.random.default_rng(7)
+    n = 700
+    rows = []
+    for d in range(n):
+        terms = {0: 1.0 + rng.random(), 1 + d: 0.5 + rng.random()}  # term 0 in every doc, one private term
+        if d in (0, n - 1):
+            terms[5000] = 2.0  # rare term at both ends of list 0
+        rows.append((np.array(sorted(terms)), np.array([terms[t] for t in sorted(terms)], np.float32)))
+    docs = SparseBatch.from_rows(rows, dim=6000)
+    index = SeismicIndex.build(docs, pruning="none", summary_energy=1.0, value_dtype="float32",
+                               centroid_fraction=1.0, min_cluster_size=1)
+    nb0 = int(index.term_blk_ptr[1] - index.term_blk_ptr[0])
+    assert nb0 > 300, nb0
+    assert index.ovf_cnt.shape[0] >= 1 and (index.ent_delta == 0).any()  # both escape paths were used
+    ptr, terms, vals = index.block_summaries()
+    fwd = SparseBatch(index.fwd_ptr, index.fwd_idx.astype(np.int32), index._decoded_values(), index.doc_ids, 6000)
+    for b in range(index.n_blocks):
+        mx = {}
+        for d in index.blk_docs[index.blk_doc_ptr[b]:index.blk_doc_ptr[b + 1]]:
+            for t, v in zip(*fwd.row(int(d))):
+                mx[int(t)] = max(mx.get(int(t), 0.0), float(v))
+        got = dict(zip(terms[ptr[b]:ptr[b + 1]].tolist(), vals[ptr[b]:ptr[b + 1]].tolist()))
+        assert sorted(got) == sorted(mx), b
+        step = float(index.sum_step[b])
+        for t, v in mx.items():
+            assert v <= got[t] + 1e-6 and got[t] - v <= step + 1e-6
+    q = SparseBatch.from_rows([([0, 5000], [1.0, 1.0])], dim=6000)
+    exact = ExactIndex.build(docs).search(q, 2)
+    res = index.search(q, 2, query_cut=2, heap_factor=1.0)
+    assert sorted(res.ids[0].tolist()) == sorted(exact.ids[0].tolist())

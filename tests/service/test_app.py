@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from aftershock.index import FORMAT_VERSION
 from aftershock.seismic import ExactIndex, SearchParams
 
 K = 10
@@ -112,7 +113,7 @@ def test_info_and_health(client, seismic_index):
     info = client.get("/info").json()
     assert info["kind"] == "seismic" and info["n_docs"] == 1400 and info["dim"] == 30522
     assert info["index_bytes"] == seismic_index.nbytes() > 0
-    assert info["vocab_size"] == 30522 and info["format_version"] == 1
+    assert info["vocab_size"] == 30522 and info["format_version"] == FORMAT_VERSION
     assert info["config"]["n_postings"] == 400 and info["limits"]["max_k"] == 1000
     assert info["encoder"] == "tokenizer-bag-of-words" and info["documents"] == 1400
     for path in ("/health", "/health/live", "/health/ready"):
