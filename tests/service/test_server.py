@@ -126,16 +126,18 @@ def test_text_search_with_the_real_encoder(index_dir, seismic_index):
 
     from aftershock.service import build_app
 
-    from .conftest import MODEL, wait_ready  # noqa: TID252
-
-    if not MODEL.exists():
-        pytest.skip(f"{MODEL} is absent")
-    app = build_app(index_dir, model=MODEL)
+    model = REPO / ".." / "shared" / "models" / "splade-tiny"
+    if not model.exists():
+        pytest.skip(f"{model} is absent")
+    app = build_app(index_dir, model=model)
     text = "what is the lift of a delta wing"
     with TestClient(app) as c:
-        wait_ready(c)
+        deadline = time.time() + 120
+        while c.get("/health/ready").status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.get("/info").json()["encoder"]
         r = c.post("/search", json={"query": text, "k": 5})
         assert r.status_code == 200, r.text
-    q = load_encoder(str(MODEL), device="cpu").encode_queries([text])
+    q = load_encoder(str(model), device="cpu").encode_queries([text])
     res = seismic_index.search(q, 5)
     assert [h["id"] for h in r.json()["hits"]] == [str(seismic_index.doc_ids[j]) for j in res.ids[0] if j >= 0]
