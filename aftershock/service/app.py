@@ -16,11 +16,11 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aftershock.errors import AftershockError
 from aftershock.index import FORMAT_VERSION
@@ -57,15 +57,13 @@ _UNION_TAGS = {"str", "SparseQuery"}  # pydantic names union members in error lo
 
 
 def _field_of(loc) -> str | None:
-    parts = []
+    """("query", "values", 3) -> "query.values[3]" (union member tags dropped)."""
+    text = ""
     for p in loc:
         if isinstance(p, int):
-            parts.append(f"[{p}]") if parts else parts.append(str(p))
-        elif p in _UNION_TAGS or "[" in str(p):
-            continue
-        else:
-            parts.append(("." if parts else "") + str(p))
-    text = "".join(parts)
+            text += f"[{p}]" if text else str(p)
+        elif p not in _UNION_TAGS and "[" not in str(p):
+            text += ("." if text else "") + str(p)
     return text or None
 
 
