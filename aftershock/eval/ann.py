@@ -41,6 +41,14 @@ import numpy as np
 PROG = "aftershock bench ann"
 SYSTEMS = ("aftershock", "seismic", "exact")
 CLUSTERINGS = ("random", "kmeans")
+
+
+def _clustering_config(spec: str) -> dict | None:
+    """'random' | 'kmeans', optionally ':N' = max_block_size N; None when the spec is not one of those."""
+    name, _, size = spec.partition(":")
+    if name not in CLUSTERINGS or (size and not size.isdigit()):
+        return None
+    return {"clustering": name, "max_block_size": int(size or 0)}
 # query_cut:heap_factor, cheapest first: lower heap_factor skips fewer blocks, larger query_cut visits
 # more lists; on SPLADE vectors this spans recall@10 of about 0.8 to 0.99.
 DEFAULT_SWEEP = "3:0.9,5:0.9,5:0.8,8:0.8,10:0.8,10:0.7,15:0.7,20:0.6,30:0.5,40:0.4"
@@ -68,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--queries", required=True, help="query vectors (same formats)")
     d.add_argument("--dim", type=int, default=30522, help="vocabulary size (ignored for .jsonl: its tokens define it)")
     d.add_argument("--n-queries", type=int, default=2000, help="use the first N queries")
+    d.add_argument("--n-docs", type=int, default=0, help="use the first N documents (0 = all)")
     d.add_argument("--k", type=int, default=10, help="top-k (recall@k)")
     d.add_argument("--dataset", default=None, help="label for tables and file names (default: docs file stem)")
     b = p.add_argument_group("build (Seismic's names; both systems get the same values)")
@@ -79,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--doc-cut", type=int, default=15)
     b.add_argument("--knn", type=int, default=0, help="k-NN graph neighbours per doc (0 = none)")
     b.add_argument("--clustering", default="random",
-                   help="Aftershock clustering; a comma list (random,kmeans) builds one Aftershock index each")
+                   help="Aftershock clustering; a comma list (random,kmeans,random:24) builds one Aftershock index "
+                        "each; ':N' splits clusters larger than N docs (max_block_size)")
     s = p.add_argument_group("search")
     s.add_argument("--sweep", default=DEFAULT_SWEEP, help="comma list of query_cut:heap_factor points")
     s.add_argument("--n-knn", type=int, default=0, help="k-NN graph neighbours rescored per result")
@@ -218,7 +228,7 @@ def _peak_rss_kb() -> int:
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(spec: dict):
-    """(docs, queries) from a picklable spec: paths, dim, n_queries."""
+    """(docs, queries) from a picklable spec: paths, dim, n_queries, n_docs (0 = all)."""
     from aftershock.index import read_vectors
     from aftershock.index.formats import guess_format
 
@@ -230,6 +240,8 @@ def load_data(spec: dict):
         queries = read_vectors(spec["queries"], dim=docs.dim, what="queries")
     if spec["n_queries"] < len(queries):
         queries = queries[: spec["n_queries"]]
+    if spec.get("n_docs") and spec["n_docs"] < len(docs):
+        docs = docs[: spec["n_docs"]]
     return docs, queries
 
 
@@ -791,9 +803,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not systems:
         parser.error(f"--systems {args.systems!r}: unknown {bad}; choose from {', '.join(SYSTEMS)}")
     clusterings = _split(args.clustering)
-    bad = [c for c in clusterings if c not in CLUSTERINGS]
+    bad = [c for c in clusterings if _clustering_config(c) is None]
     if bad or not clusterings:
-        parser.error(f"--clustering {args.clustering!r}: unknown {bad}; choose from {', '.join(CLUSTERINGS)}")
+        parser.error(f"--clustering {args.clustering!r}: unknown {bad}; choose from {', '.join(CLUSTERINGS)}, "
+                     "optionally with ':N' to split clusters larger than N docs (e.g. random:24)")
     if args.k < 1 or args.n_queries < 1:
         parser.error("--k and --n-queries must be >= 1")
     if args.n_knn and not args.knn:
@@ -830,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(msg)
         systems.remove("seismic")
 
-    load_spec = {"docs": str(args.docs), "queries": str(args.queries), "dim": args.dim, "n_queries": args.n_queries}
+    load_spec = {"docs": str(args.docs), "queries": str(args.queries), "dim": args.dim, "n_queries": args.n_queries,
+                 "n_docs": args.n_docs}
     t0 = time.perf_counter()
     docs, queries = load_data(load_spec)
     print(f"{PROG}: {dataset}: {len(docs):,} docs (nnz {docs.nnz:,}), {len(queries):,} queries, dim {docs.dim}; "
@@ -857,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in clusterings:
                 name = "aftershock" if len(clusterings) == 1 else f"aftershock-{c}"
                 jobs.append(dict(base, kind="aftershock", name=name, clustering=c,
-                                 config=dict(build_params, clustering=c)))
+                                 config=dict(build_params, **_clustering_config(c))))
         elif s == "seismic":
             jobs.append(dict(base, kind="seismic", name="seismic",
                              build_kw={"n_postings": args.n_postings, "centroid_fraction": args.centroid_fraction,

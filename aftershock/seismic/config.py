@@ -28,7 +28,9 @@ class SeismicConfig:
     each list capped at ``max_fraction * n_postings``; ``"fixed"`` keeps the heaviest ``n_postings`` per list.
     clustering: ``"random"`` is Seismic's one-shot assignment to ``centroid_fraction`` random seed docs
     (docs approximated by their ``doc_cut`` heaviest terms), ``"kmeans"`` refines it with
-    ``kmeans_iterations`` Lloyd steps. Clusters smaller than ``min_cluster_size`` are dissolved.
+    ``kmeans_iterations`` spherical k-means rounds. Clusters smaller than ``min_cluster_size`` are dissolved;
+    with ``max_block_size`` > 0, clusters larger than it are split by the same one-shot clustering
+    (0 = no limit, Seismic's behaviour).
     Summaries keep ``summary_energy`` of each block's max-vector L1 mass, 8-bit quantized (rounded up).
     ``knn`` > 0 builds a k-NN graph with the index itself. ``value_dtype`` is the forward index's value type.
     """
@@ -40,6 +42,7 @@ class SeismicConfig:
     min_cluster_size: int = 2
     clustering: str = "random"
     kmeans_iterations: int = 2
+    max_block_size: int = 0
     doc_cut: int = 15
     summary_energy: float = 0.4
     knn: int = 0
@@ -58,6 +61,8 @@ class SeismicConfig:
         _check(self.clustering in ("random", "kmeans"), f"clustering={self.clustering!r}; use 'random' or 'kmeans'")
         _check(isinstance(self.kmeans_iterations, int) and self.kmeans_iterations >= 0,
                f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
+        _check(isinstance(self.max_block_size, int) and self.max_block_size >= 0,
+               f"max_block_size={self.max_block_size!r} must be an integer >= 0 (0 = no limit)")
         _check(isinstance(self.doc_cut, int) and self.doc_cut >= 1, f"doc_cut={self.doc_cut!r} must be an integer >= 1")
         _check(0 < self.summary_energy <= 1, f"summary_energy={self.summary_energy!r} must be in (0, 1]")
         _check(isinstance(self.knn, int) and self.knn >= 0, f"knn={self.knn!r} must be an integer >= 0")

@@ -42,17 +42,39 @@ def _drop_zeros(docs: SparseBatch) -> SparseBatch:
     return SparseBatch(indptr, docs.indices[keep], docs.values[keep], docs.ids, docs.dim, docs.vocab)
 
 
-def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt, tdt) -> dict:
-    """Quantized summary per block (two parallel passes: count, then fill)."""
+def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt, tdt,
+               slot_budget: int = 1 << 25) -> dict:
+    """Quantized summary per block, in one parallel pass over runs of blocks: a block's summary has at most
+    as many entries as its documents have non-zeros, so each run is written into slots of that size
+    (about ``slot_budget`` entries per run), then compacted."""
     nb = blk_doc_ptr.shape[0] - 1
     e = np.float32(energy)
-    counts = K.summary_counts(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt)
+    bound = np.diff(fwd_ptr)[blk_docs].astype(np.int64)
+    bound = np.add.reduceat(bound, blk_doc_ptr[:-1].astype(np.int64)) if nb else np.zeros(0, np.int64)
+    counts = np.zeros(nb, np.int64)
+    sum_min = np.empty(nb, np.float32)
+    sum_step = np.empty(nb, np.float32)
+    parts_idx, parts_codes = [], []
+    b_lo = 0
+    cum = np.cumsum(bound)
+    while b_lo < nb:
+        base = cum[b_lo - 1] if b_lo else 0
+        b_hi = max(b_lo + 1, int(np.searchsorted(cum, base + slot_budget, side="right")))
+        slot_ptr = np.concatenate([[0], np.cumsum(bound[b_lo:b_hi])]).astype(np.int64)
+        tmp_idx = np.empty(slot_ptr[-1], tdt)
+        tmp_codes = np.empty(slot_ptr[-1], np.uint8)
+        K.summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt, b_lo, b_hi,
+                       slot_ptr, tmp_idx, tmp_codes, counts, sum_min, sum_step)
+        n = int(counts[b_lo:b_hi].sum())
+        out_idx, out_codes = np.empty(n, tdt), np.empty(n, np.uint8)
+        K.compact_slots(slot_ptr, counts[b_lo:b_hi], tmp_idx, tmp_codes, out_idx, out_codes, 0)
+        parts_idx.append(out_idx)
+        parts_codes.append(out_codes)
+        b_lo = b_hi
     sum_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    out = dict(sum_ptr=sum_ptr, sum_idx=np.empty(sum_ptr[-1], tdt), sum_codes=np.empty(sum_ptr[-1], np.uint8),
-               sum_min=np.empty(nb, np.float32), sum_step=np.empty(nb, np.float32))
-    K.summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt, out["sum_ptr"],
-                   out["sum_idx"], out["sum_codes"], out["sum_min"], out["sum_step"])
-    return out
+    return dict(sum_ptr=sum_ptr, sum_idx=np.concatenate(parts_idx) if parts_idx else np.zeros(0, tdt),
+                sum_codes=np.concatenate(parts_codes) if parts_codes else np.zeros(0, np.uint8),
+                sum_min=sum_min, sum_step=sum_step)
 
 
 def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
@@ -130,6 +152,15 @@ class BaseIndex:
 
     def _arrays(self) -> dict:
         raise NotImplementedError
+
+    def to(self, device: str = "cuda", **kw):
+        """This index on ``device``: "cpu" returns it as is; "cuda" copies its arrays to the GPU once and
+        returns an index with the same ``search`` contract (see aftershock.gpu)."""
+        if device == "cpu":
+            return self
+        from aftershock.gpu import to_device  # the GPU room builds on this one, so import it lazily
+
+        return to_device(self, device, **kw)
 
     def save(self, path) -> Path:
         """Write the index atomically to directory ``path`` (replacing any index there)."""
@@ -303,8 +334,8 @@ class SeismicIndex(BaseIndex):
         n_blocks = np.zeros(dim, np.int64)
         kmeans = config.kmeans_iterations if config.clustering == "kmeans" else 0
         K.block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
-                      config.centroid_fraction, config.min_cluster_size, kmeans, config.seed, order, nt,
-                      blk_docs, blk_sizes, n_blocks)
+                      config.centroid_fraction, config.min_cluster_size, kmeans, config.max_block_size, config.seed,
+                      order, nt, blk_docs, blk_sizes, n_blocks)
         term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
         starts = np.repeat(post_ptr[:-1], n_blocks)
         sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
@@ -402,9 +433,17 @@ class SeismicIndex(BaseIndex):
             else:
                 numba.set_num_threads(nt)
                 K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
-        self.last_stats = {"blocks_scored": float(stats[:, 0].mean()), "blocks_visited": float(stats[:, 1].mean()),
-                           "docs_scored": float(stats[:, 2].mean())}
+        self._last_stats = stats
         return SearchResult(out_s, out_i)
+
+    @property
+    def last_stats(self) -> dict:
+        """Per-query means of the last search's work counters: summaries scored, blocks visited, docs scored."""
+        st = getattr(self, "_last_stats", None)
+        if st is None or st.shape[0] == 0:
+            return {}
+        m = st.mean(axis=0)
+        return {"blocks_scored": float(m[0]), "blocks_visited": float(m[1]), "docs_scored": float(m[2])}
 
     # ------------------------------------------------------------------ persistence
     def _arrays(self):

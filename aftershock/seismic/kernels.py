@@ -496,7 +496,7 @@ def _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut,
 
 
 @numba.njit
-def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, fwd_idx, fwd_val, lut,
+def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, max_block, seed, fwd_ptr, fwd_idx, fwd_val, lut,
                   cut_ptr, cut_idx, cut_val, dense, tstart, tend):
     """Cluster one posting list; returns a cluster label per doc (labels compacted to 0..nc-1).
 
@@ -504,7 +504,8 @@ def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, f
     with the highest doc_cut dot product. With ``kmeans_iters`` > 0, spherical k-means rounds follow: each
     centroid becomes its members' L2-normalised sum (the mean's direction), and docs are reassigned by dot
     product with those unit centroids, so no centroid attracts docs merely by having a large norm.
-    Clusters smaller than ``min_cluster_size`` are then dissolved into the nearest surviving centroid.
+    Clusters smaller than ``min_cluster_size`` are then dissolved into the nearest surviving centroid, and
+    with ``max_block`` > 0 clusters larger than it are split (`_split_large`).
     """
     m = docs.shape[0]
     labels = np.zeros(m, np.int64)
@@ -569,20 +570,96 @@ def _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed, fwd_ptr, f
     if n_orphan > 0:
         _assign_to(docs, cent_ptr, cent_docs, scale, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val,
                    dense, tstart, tend, labels, best_s, orphan)
-    remap = np.full(n_cent, -1, np.int64)
+    n_lab = n_cent
+    if max_block > 0:
+        for _ in range(16):  # split until no cluster is too large (a few rounds at most in practice) ...
+            labels, n_new = _split_large(docs, labels, n_lab, max_block, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr,
+                                         cut_idx, cut_val, dense, tstart, tend)
+            if n_new == n_lab:
+                break
+            n_lab = n_new
+        labels, n_lab = _chunk_large(labels, n_lab, max_block)  # ... and cut what a split could not separate
+    return _compact_labels(labels, n_lab)
+
+
+@numba.njit
+def _chunk_large(labels, n_lab, max_block):
+    """Members beyond the first ``max_block`` of a cluster move to new clusters of ``max_block``."""
+    seen = np.zeros(n_lab, np.int64)
+    extra = np.full(n_lab, -1, np.int64)
+    n_new = n_lab
+    for x in range(labels.shape[0]):
+        c = labels[x]
+        if c >= n_lab:
+            continue
+        s = seen[c]
+        seen[c] += 1
+        if s >= max_block:
+            if s % max_block == 0:
+                extra[c] = n_new
+                n_new += 1
+            labels[x] = extra[c]
+    return labels, n_new
+
+
+@numba.njit
+def _compact_labels(labels, n_lab):
+    """Renumber the non-empty labels 0..nc-1 in their order; returns (labels, nc)."""
+    sizes = np.zeros(n_lab, np.int64)
+    for x in range(labels.shape[0]):
+        sizes[labels[x]] += 1
+    remap = np.full(n_lab, -1, np.int64)
     nc = 0
-    for c in range(n_cent):
-        if counts[c] >= min_cluster_size:
+    for c in range(n_lab):
+        if sizes[c] > 0:
             remap[c] = nc
             nc += 1
-    for x in range(m):
+    for x in range(labels.shape[0]):
         labels[x] = remap[labels[x]]
     return labels, nc
 
 
+@numba.njit
+def _split_large(docs, labels, n_lab, max_block, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense,
+                 tstart, tend):
+    """Re-cluster every cluster of more than ``max_block`` docs the same way (ceil(size / max_block) random
+    member seeds, doc_cut dot-product assignment): a large block's summary is the max over many documents,
+    so it rarely prunes, and each visit rescores all of them. Returns (labels, number of labels)."""
+    sizes = np.zeros(n_lab, np.int64)
+    for x in range(labels.shape[0]):
+        sizes[labels[x]] += 1
+    order = np.argsort(labels, kind="mergesort")
+    start = np.zeros(n_lab + 1, np.int64)
+    for c in range(n_lab):
+        start[c + 1] = start[c] + sizes[c]
+    n_new = n_lab
+    none = np.zeros(0, np.bool_)
+    for c in range(n_lab):
+        size = sizes[c]
+        if size <= max_block:
+            continue
+        pos = order[start[c]:start[c + 1]]
+        mem = docs[pos]
+        nsub = (size + max_block - 1) // max_block
+        perm = np.arange(size)
+        for i in range(nsub):
+            j = i + np.random.randint(0, size - i)
+            perm[i], perm[j] = perm[j], perm[i]
+        sub = np.zeros(size, np.int64)
+        sub_s = np.full(size, -1.0, np.float32)
+        _assign_to(mem, np.arange(nsub + 1), mem[perm[:nsub]].copy(), np.ones(nsub, np.float32), fwd_ptr, fwd_idx,
+                   fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, tstart, tend, sub, sub_s, none)
+        for i in range(size):
+            if sub[i] > 0:
+                labels[pos[i]] = n_new + sub[i] - 1
+        n_new += nsub - 1
+    return labels, n_new
+
+
 @numba.njit(parallel=True, cache=True)
 def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
-                centroid_fraction, min_cluster_size, kmeans_iters, seed, order, n_chunks, out_docs, blk_sizes, n_blocks):
+                centroid_fraction, min_cluster_size, kmeans_iters, max_block, seed, order, n_chunks, out_docs,
+                blk_sizes, n_blocks):
     """Cluster every posting list; docs reordered by (block, doc id) into out_docs, block sizes at post_ptr[t]."""
     n_terms = post_ptr.shape[0] - 1
     for c in prange(n_chunks):
@@ -598,8 +675,8 @@ def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cu
                 continue
             docs = post_docs[a:b]
             n_cent = max(1, int(np.ceil(centroid_fraction * m)))
-            labels, nc = _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, seed + t, fwd_ptr, fwd_idx,
-                                       fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, tstart, tend)
+            labels, nc = _cluster_list(docs, n_cent, min_cluster_size, kmeans_iters, max_block, seed + t, fwd_ptr,
+                                       fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dense, tstart, tend)
             key = labels * (np.int64(fwd_ptr.shape[0])) + docs.astype(np.int64)
             srt = np.argsort(key)
             for x in range(m):
@@ -703,33 +780,20 @@ def _block_summary(blk_docs, a, b, fwd_ptr, fwd_idx, fwd_val, lut, dense, energy
 
 
 @numba.njit(parallel=True, cache=True)
-def summary_counts(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks):
-    """Pass 1: the number of entries each block's summary keeps."""
-    nb = blk_doc_ptr.shape[0] - 1
-    counts = np.zeros(nb, np.int64)
-    for c in prange(n_chunks):
-        dense = np.zeros(dim, np.float32)
-        out_t = np.empty(dim, np.int64)
-        out_v = np.empty(dim, np.float32)
-        for b in range(c, nb, n_chunks):
-            counts[b] = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
-                                       dense, energy, out_t, out_v)
-    return counts
-
-
-@numba.njit(parallel=True, cache=True)
-def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks,
-                 sum_ptr, sum_idx, sum_codes, sum_min, sum_step):
-    """Pass 2: recompute each summary and store it 8-bit quantized, codes rounded *up* (min + code*step >= v)."""
-    nb = blk_doc_ptr.shape[0] - 1
+def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, energy, n_chunks, b_lo, b_hi,
+                 slot_ptr, sum_idx, sum_codes, counts, sum_min, sum_step):
+    """Summaries of blocks b_lo..b_hi-1, each written 8-bit quantized at its slot (``slot_ptr[b - b_lo]``,
+    room for the block's total nnz, which bounds its summary); codes are rounded *up* so that
+    min + code*step >= value. ``counts[b]`` receives the number of entries kept."""
     for c in prange(n_chunks):
         dense = np.zeros(dim, np.float32)
         out_t = np.empty(dim, np.int64)
         vals = np.empty(dim, np.float32)
-        for b in range(c, nb, n_chunks):
+        for b in range(b_lo + c, b_hi, n_chunks):
             m = _block_summary(blk_docs, blk_doc_ptr[b], blk_doc_ptr[b + 1], fwd_ptr, fwd_idx, fwd_val, lut,
                                dense, energy, out_t, vals)
-            w = sum_ptr[b]
+            counts[b] = m
+            w = slot_ptr[b - b_lo]
             if m == 0:
                 sum_min[b] = 0.0
                 sum_step[b] = 0.0
@@ -751,6 +815,19 @@ def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, ene
                     sum_codes[w + x] = code
                 else:
                     sum_codes[w + x] = 0
+
+
+@numba.njit(cache=True)
+def compact_slots(slot_ptr, counts_part, src_idx, src_codes, dst_idx, dst_codes, dst_start):
+    """Move each block's entries from its slot to consecutive positions from dst_start."""
+    w = dst_start
+    for b in range(counts_part.shape[0]):
+        s = slot_ptr[b]
+        for x in range(counts_part[b]):
+            dst_idx[w] = src_idx[s + x]
+            dst_codes[w] = src_codes[s + x]
+            w += 1
+    return w
 
 
 # ------------------------------------------------------------------------------------------- build: transposition

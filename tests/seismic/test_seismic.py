@@ -411,3 +411,21 @@ def test_summaries_bound_blocks_across_long_gaps():
     exact = ExactIndex.build(docs).search(q, 2)
     res = index.search(q, 2, query_cut=2, heap_factor=1.0)
     assert sorted(res.ids[0].tolist()) == sorted(exact.ids[0].tolist())
+
+
+@pytest.mark.parametrize("max_block", [3, 8])
+def test_max_block_size_bounds_blocks_and_keeps_exactness(helpers, corpus, truth, max_block):
+    """Split clusters never exceed max_block_size, every posting is still in exactly one block of its list,
+    and exact settings still give recall 1.0."""
+    docs, queries = corpus
+    plain = SeismicIndex.build(docs, **EXACT_BUILD)
+    index = SeismicIndex.build(docs, max_block_size=max_block, **EXACT_BUILD)
+    assert int(np.diff(index.blk_doc_ptr.astype(np.int64)).max()) <= max_block
+    assert index.n_blocks > plain.n_blocks
+    for t in range(docs.dim):  # same postings per list, only regrouped
+        def postings(ix):
+            a, b = ix.blk_doc_ptr[ix.term_blk_ptr[t]], ix.blk_doc_ptr[ix.term_blk_ptr[t + 1]]
+            return sorted(ix.blk_docs[a:b].tolist())
+        assert postings(index) == postings(plain)
+    res = index.search(queries, K, **exact_search(queries))
+    assert helpers.recall_at_k(truth.ids, res.ids) == 1.0

@@ -1,0 +1,104 @@
+"""Runs the CUDA kernels on tiny inputs and prints the results as JSON (one process, used by test_gpu.py).
+
+Started in a subprocess with NUMBA_ENABLE_CUDASIM=1 (Numba's CUDA simulator) unless a real GPU is wanted:
+the simulator must be chosen before numba.cuda is first imported, and it must not leak into the other
+tests' process. Exit status 3: no CUDA target (neither a GPU nor the simulator) -> the tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/conftest.py: make_batch, reference_topk
+
+from conftest import make_batch, reference_topk  # noqa: E402
+
+from aftershock import SparseBatch  # noqa: E402
+from aftershock.errors import AftershockError  # noqa: E402
+from aftershock.gpu import GpuExactIndex, GpuSeismicIndex, cuda_available  # noqa: E402
+from aftershock.seismic import ExactIndex, SeismicIndex  # noqa: E402
+
+TPB = 32  # the smallest block the kernels allow: the simulator runs one Python thread per GPU thread
+
+
+def res(r):
+    return {"scores": r.scores.tolist(), "ids": r.ids.tolist()}
+
+
+def f16(batch: SparseBatch) -> SparseBatch:
+    """The same vectors with float16-exact weights (the GPU stores them in 2 bytes)."""
+    return SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values.astype(np.float16).astype(np.float32),
+                                   ids=batch.ids, dim=batch.dim)
+
+
+def main() -> int:
+    if not cuda_available():
+        return 3
+    out = {}
+    d70 = make_batch(300, 70, 10, seed=3)  # terms 70..79 are in no document
+    docs = SparseBatch.from_arrays(d70.indptr, d70.indices, d70.values, ids=d70.ids, dim=80)
+    # queries: an empty one (0), one whose only term is in no document (2), three normal ones
+    qs = make_batch(5, 80, 6, seed=4)
+    rows = [qs.to_dict(i) for i in range(len(qs))]
+    rows[0] = {}
+    rows[2] = {75: 1.0}
+    qs = SparseBatch.from_dicts(rows, dim=80)
+    k = 7
+
+    # exact: float32 weights (4-byte values), several tiles, two launches (chunk=3) reusing the merge counters
+    ex = ExactIndex.build(docs)
+    g = GpuExactIndex(ex, tpb=TPB, tile=128)
+    out["exact_f32"] = {"gpu": res(g.search(qs, k, chunk=3)), "cpu": res(ex.search(qs, k)),
+                        "ref": reference_topk(docs, qs, k)[1].tolist(), "value_bytes": g.value_bytes,
+                        "n_tiles": g.n_tiles}
+    # exact: float16-exact weights (2-byte values), k larger than the number of matching docs
+    d16 = f16(docs)
+    few = SparseBatch.from_dicts([{int(docs.indices[0]): 0.5}], dim=80)
+    ex16 = ExactIndex.build(d16)
+    g16 = GpuExactIndex(ex16, tpb=TPB, tile=256)
+    out["exact_f16"] = {"gpu": res(g16.search(few, 80)), "cpu": res(ex16.search(few, 80)),
+                        "value_bytes": g16.value_bytes}
+
+    # blocked: GPU kernel vs its CPU reference on the same arrays, two knob settings
+    si = SeismicIndex.build(d16, n_postings=40, centroid_fraction=0.2)
+    gs = GpuSeismicIndex(si, tpb=TPB, group=4)
+    out["blocked"] = []
+    for kw in (dict(query_cut=3, heap_factor=0.8, first_blocks=2), dict(query_cut=2, heap_factor=1.0, first_blocks=1)):
+        r = gs.search(qs, k, **kw)
+        st = gs.last_stats_raw.tolist()
+        ref = gs.reference(qs, k, **kw)
+        out["blocked"].append({"kw": kw, "gpu": res(r), "ref": res(ref), "gpu_stats": st,
+                               "ref_stats": gs.last_stats_raw.tolist()})
+    # blocked with nothing pruned and every block visited == exact search
+    full = SeismicIndex.build(d16, pruning="none", centroid_fraction=0.2)
+    gf = GpuSeismicIndex(full, tpb=TPB, group=4)
+    out["blocked_full"] = {"gpu": res(gf.search(qs, k, query_cut=64, heap_factor=1.0, first_blocks=10**6)),
+                           "cpu": res(ex16.search(qs, k))}
+
+    # bad input: clear errors before any kernel runs
+    errs = {}
+    for name, call in {
+        "query_cut": lambda: gs.search(qs, k, query_cut=65),
+        "first_blocks": lambda: gs.search(qs, k, first_blocks=0),
+        "n_knn": lambda: gs.search(qs, k, n_knn=2),
+        "k": lambda: g.search(qs, 0),
+        "term": lambda: g.search(SparseBatch.from_dicts([{150: 1.0}], dim=200), k),
+        "long_query": lambda: setattr(gs, "MAX_Q", 3) or gs.search(qs, k),
+    }.items():
+        try:
+            call()
+            errs[name] = None
+        except AftershockError as e:
+            errs[name] = f"{type(e).__name__}: {e}"
+    out["errors"] = errs
+    print("RESULT " + json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
