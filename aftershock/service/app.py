@@ -1,0 +1,437 @@
+"""The FastAPI application: `create_app(index, encoder=None, settings=..., documents=None)`.
+
+Native API (``/search``, ``/search/batch``, ``/documents/{id}``, ``/info``, ``/health``, ``/metrics``)
+plus two familiar aliases: Qdrant's ``POST /collections/{c}/points/query`` and OpenSearch's
+``POST /{index}/_search`` with a ``neural_sparse`` query. Every refused request is a 4xx JSON
+`ErrorResponse` naming the field and the fix; searches run off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aftershock.errors import AftershockError
+from aftershock.index import FORMAT_VERSION
+from aftershock.service import models as M
+from aftershock.service.engine import ApiError, SearchEngine, api_error_from
+from aftershock.service.metrics import Metrics
+from aftershock.service.settings import ServiceSettings
+
+log = logging.getLogger("aftershock.service")
+ERRORS = {"4XX": {"model": M.ErrorResponse, "description": "refused request: the message names the field and "
+                                                           "the fix"}}
+
+# pydantic error type -> the fix appended to its message
+_FIXES = {
+    "missing": "add this field",
+    "extra_forbidden": "remove this field (the accepted fields are in /docs)",
+    "greater_than_equal": "send a value within the limit",
+    "greater_than": "send a value within the limit",
+    "less_than_equal": "send a value within the limit",
+    "less_than": "send a value within the limit",
+    "finite_number": "send a finite number (no NaN or Infinity)",
+    "too_short": "send at least one item",
+    "string_too_short": "send a non-empty string",
+    "json_invalid": "send a valid JSON body with Content-Type: application/json",
+    "model_attributes_type": "send a JSON object",
+    "dict_type": "send a JSON object",
+    "list_type": "send a JSON array",
+    "int_type": "send a JSON integer",
+    "float_type": "send a JSON number",
+    "string_type": "send a JSON string",
+    "bool_type": "send true or false",
+}
+_UNION_TAGS = {"str", "SparseQuery"}  # pydantic names union members in error locations
+
+
+def _field_of(loc) -> str | None:
+    """("query", "values", 3) -> "query.values[3]" (union member tags dropped)."""
+    text = ""
+    for p in loc:
+        if isinstance(p, int):
+            text += f"[{p}]" if text else str(p)
+        elif p not in _UNION_TAGS and "[" not in str(p):
+            text += ("." if text else "") + str(p)
+    return text or None
+
+
+def _short(value) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict]:
+    errs = list(exc.errors())
+    # a union (text string or query object) reports one error per member: keep the object member's
+    if len(errs) > 1:
+        errs = [e for e in errs if not (e["loc"] and e["loc"][-1] == "str")] or errs
+    out = []
+    for e in errs:
+        loc = tuple(e["loc"])
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        field = "body" if e["type"] == "json_invalid" else (_field_of(loc) or "body")
+        msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        got = f" (got {_short(e['input'])})" if "input" in e and e["type"] not in ("missing", "json_invalid") else ""
+        fix = _FIXES.get(e["type"])
+        if isinstance(e.get("input"), (bytes, bytearray)):  # a body that was not parsed as JSON
+            fix = "send the body as JSON with Content-Type: application/json"
+        if e["type"] == "json_invalid":
+            msg = f"{msg} at character {loc[0] if loc else 0}: {e.get('ctx', {}).get('error', '')}"
+        out.append({"field": field, "message": f"{field}: {msg}{got}" + (f"; {fix}" if fix else "")})
+    return out
+
+
+def _error(status: int, code: str, message: str, field: str | None = None, details=None, headers=None):
+    body = {"error": code, "message": message, "field": field, "details": details or []}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _route_of(scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class _Observe:
+    """ASGI middleware: request counts/latency per route template, in-flight gauge, and the body size limit
+    (Content-Length checked up front, streamed bodies counted; 413 JSON naming the limit)."""
+
+    def __init__(self, app, metrics: Metrics, max_body: int):
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    def _too_large(self, size: str) -> str:
+        return (f"request body of {size} bytes exceeds this server's max_body_bytes={self.max_body}; send fewer or "
+                "smaller queries per request (or start the server with a larger --max-body-bytes)")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        m = self.metrics
+        status = [500]
+        t0 = time.perf_counter()
+        m.in_flight.inc()
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            length = dict(scope.get("headers") or ()).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                resp = _error(413, "body_too_large", self._too_large(length.decode()), "body")
+                return await resp(scope, receive, send_wrapped)
+            seen = [0]
+
+            async def receive_limited():
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen[0] += len(message.get("body", b""))
+                    if seen[0] > self.max_body:
+                        raise HTTPException(413, detail=self._too_large(f"more than {seen[0]}"))
+                return message
+
+            await self.app(scope, receive_limited, send_wrapped)
+        finally:
+            route = _route_of(scope)
+            m.in_flight.dec()
+            m.requests.labels(scope.get("method", ""), route, str(status[0])).inc()
+            m.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+def _member(prop: dict, typ: str) -> dict:
+    """The member of type ``typ`` of an optional/union property schema (or the schema itself)."""
+    return next((m for m in prop.get("anyOf", [prop]) if m.get("type") == typ), {})
+
+
+def _tighten_openapi(schema: dict, settings: ServiceSettings, dim: int) -> dict:
+    """Write this server's limits (dim, max_k, max_batch, ...) into the OpenAPI schema, so clients and fuzzers
+    see the real bounds."""
+    s = schema["components"]["schemas"]
+    sq = s["SparseQuery"]["properties"]
+    _member(sq["indices"], "array").update(maxItems=settings.max_query_terms)
+    _member(sq["indices"], "array")["items"]["maximum"] = dim - 1
+    _member(sq["values"], "array").update(maxItems=settings.max_query_terms)
+    _member(sq["tokens"], "object").update(maxProperties=settings.max_query_terms)
+    _member(sq["text"], "string").update(maxLength=settings.max_text_chars)
+    for name, field in (("SearchRequest", "k"), ("BatchSearchRequest", "k"), ("QdrantQueryRequest", "limit"),
+                        ("OpenSearchRequest", "size")):
+        s[name]["properties"][field]["maximum"] = settings.max_k
+    _member(s["SearchRequest"]["properties"]["query"], "string").update(maxLength=settings.max_text_chars)
+    queries = s["BatchSearchRequest"]["properties"]["queries"]
+    queries["maxItems"] = settings.max_batch
+    _member(queries["items"], "string").update(maxLength=settings.max_text_chars)
+    s["NeuralSparseQuery"]["properties"]["neural_sparse"].update(minProperties=1, maxProperties=1)
+    clause = s["NeuralSparseClause"]["properties"]
+    _member(clause["query_text"], "string").update(maxLength=settings.max_text_chars)
+    _member(clause["query_tokens"], "object").update(maxProperties=settings.max_query_terms)
+    return schema
+
+
+def create_app(index, encoder=None, settings: ServiceSettings | None = None, documents: dict | None = None,
+               meta: dict | None = None) -> FastAPI:
+    """Build the app around a loaded index (`ExactIndex` or `SeismicIndex`).
+
+    ``encoder``: any object with ``encode_queries(list[str]) -> SparseBatch`` (text queries need one);
+    ``documents``: ``{doc_id: {"title", "text"}}`` for ``return_documents`` (see `load_documents`);
+    ``meta``: the index directory's meta.json (for /info's format version).
+    """
+    settings = settings or ServiceSettings()
+    metrics = Metrics()
+    engine = SearchEngine(index, encoder, documents, settings, meta or {"format_version": FORMAT_VERSION})
+    warm_error: list[str] = []
+
+    def _warm():
+        try:
+            engine.warmup()
+            metrics.ready.set(1)
+        except Exception as e:  # noqa: BLE001 - reported by /health
+            log.exception("warm-up failed")
+            warm_error.append(f"{type(e).__name__}: {e}")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if settings.warmup:
+            threading.Thread(target=_warm, name="aftershock-warmup", daemon=True).start()
+        else:
+            engine.ready.set()
+            metrics.ready.set(1)
+        yield
+
+    app = FastAPI(title="Aftershock search", version="1", lifespan=lifespan,
+                  description="Learned-sparse retrieval over an Aftershock index. Queries are text (encoded by the "
+                              "server's model), {token: weight} maps or {indices, values} sparse vectors. Errors are "
+                              "4xx JSON naming the field and the fix. Qdrant- and OpenSearch-style aliases included.")
+    app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = _tighten_openapi(base_openapi(), settings, engine.dim)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    # ------------------------------------------------------------------ errors
+    def _count(request: Request, code: str):
+        metrics.errors.labels(_route_of(request.scope), code).inc()
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        _count(request, exc.code)
+        return _error(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(AftershockError)
+    async def _aftershock_error(request: Request, exc: AftershockError):
+        e = api_error_from(exc)
+        _count(request, e.code)
+        return _error(e.status, e.code, e.message, e.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        details = _validation_details(exc)
+        _count(request, "validation_error")
+        first = details[0] if details else {"field": None, "message": "invalid request"}
+        more = f" (and {len(details) - 1} more problem(s), see details)" if len(details) > 1 else ""
+        return _error(422, "validation_error", first["message"] + more, first["field"], details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error")
+        _count(request, code)
+        msg = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and msg == "Not Found":
+            msg = f"no route {request.method} {request.url.path}; the endpoints are listed at /docs"
+        elif exc.status_code == 400 and msg == "There was an error parsing the body":
+            msg = "the request body could not be parsed; send UTF-8 JSON with Content-Type: application/json"
+        elif exc.status_code == 405:
+            msg = f"{request.method} is not allowed on {request.url.path}; the methods per endpoint are at /docs"
+        return _error(exc.status_code, code, msg, "body" if exc.status_code == 413 else None,
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):  # a bug: log it, answer JSON
+        log.exception("unhandled error on %s", request.url.path)
+        _count(request, "internal_error")
+        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
+
+    # ------------------------------------------------------------------ security, CORS, metrics middleware
+    deps = []
+    if settings.api_key:
+        header = APIKeyHeader(name=settings.api_key_header, auto_error=False)
+
+        async def check_key(key: str | None = Depends(header)):
+            if key is None or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+                raise HTTPException(401, detail=f"missing or wrong API key; send header "
+                                                f"'{settings.api_key_header}: <key>'")
+
+        deps = [Depends(check_key)]
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+    app.add_middleware(_Observe, metrics=metrics, max_body=settings.max_body_bytes)
+
+    # ------------------------------------------------------------------ helpers
+    async def prepare(queries, field: str, many: bool = False):
+        """Validate and (for text) encode queries; encoding runs in the thread pool."""
+        if any(isinstance(q, str) or q.text is not None for q in queries):
+            batch, enc_s = await run_in_threadpool(engine.to_batch, queries, field, many)
+            metrics.encode.observe(enc_s)
+        else:
+            batch, enc_s = engine.to_batch(queries, field, many)
+        for q in queries:
+            form = "text" if isinstance(q, str) or q.text is not None else ("tokens" if q.tokens is not None
+                                                                            else "vector")
+            metrics.queries.labels(form).inc()
+        return batch, enc_s
+
+    async def run_search(batch, k, params, endpoint: str):
+        t0 = time.perf_counter()
+        try:  # off the event loop: the search kernels release the GIL, so the loop keeps serving meanwhile
+            res = await run_in_threadpool(engine.search_batch, batch, k, params)
+        except AftershockError as e:
+            raise api_error_from(e) from None
+        dt = time.perf_counter() - t0
+        metrics.search.labels(endpoint).observe(dt)
+        return res, dt
+
+    async def search_one(query, k, query_cut, heap_factor, n_knn, with_docs, endpoint, field="query"):
+        engine.check_k(k, "limit" if endpoint == "qdrant" else ("size" if endpoint == "opensearch" else "k"))
+        params = engine.params(query_cut, heap_factor, n_knn)
+        batch, enc_s = await prepare([query], field)
+        res, search_s = await run_search(batch, k, params, endpoint)
+        return engine.hits(res.scores[0], res.ids[0], with_docs), enc_s, search_s
+
+    def timing(t0, enc_s, search_s) -> dict:
+        return {"encode_ms": enc_s * 1e3, "search_ms": search_s * 1e3, "total_ms": (time.perf_counter() - t0) * 1e3}
+
+    # ------------------------------------------------------------------ health, metrics, info
+    def health_body() -> dict:
+        ready = engine.ready.is_set()
+        return {"status": "ok" if ready else "starting", "live": True, "ready": ready,
+                "checks": {"index_loaded": True, "kernels_warm": ready, "encoder": engine.encoder is not None,
+                           "warmup_failed": bool(warm_error)}}
+
+    @app.get("/health", response_model=M.HealthResponse, tags=["ops"],
+             summary="liveness and readiness in one (always 200 while the process serves)")
+    async def health():
+        return health_body()
+
+    @app.get("/health/live", response_model=M.HealthResponse, tags=["ops"], summary="liveness probe")
+    async def live():
+        return health_body()
+
+    @app.get("/health/ready", response_model=M.HealthResponse, tags=["ops"],
+             responses={503: {"model": M.HealthResponse, "description": "still warming up (or warm-up failed)"}},
+             summary="readiness probe: 200 once the index is loaded and the kernels are compiled, else 503")
+    async def ready():
+        body = health_body()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", tags=["ops"], dependencies=deps, responses={**ERRORS, 200: {
+        "content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text exposition"}},
+        response_class=Response, summary="Prometheus metrics")
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/info", response_model=M.InfoResponse, tags=["index"], dependencies=deps, responses=ERRORS,
+             summary="index size, build parameters, vocabulary, format version, limits")
+    async def info():
+        return engine.info()
+
+    # ------------------------------------------------------------------ native search
+    @app.post("/search", response_model=M.SearchResponse, tags=["search"], dependencies=deps, responses=ERRORS,
+              summary="search with one query: text, {token: weight} or {indices, values}")
+    async def search(req: M.SearchRequest):
+        t0 = time.perf_counter()
+        hits, enc_s, search_s = await search_one(req.query, req.k, req.query_cut, req.heap_factor, req.n_knn,
+                                                 req.return_documents, "search")
+        return JSONResponse({"hits": hits, "timing": timing(t0, enc_s, search_s)})
+
+    @app.post("/search/batch", response_model=M.BatchSearchResponse, tags=["search"], dependencies=deps,
+              responses=ERRORS, summary="search many queries in one request (results in request order)")
+    async def search_batch(req: M.BatchSearchRequest):
+        t0 = time.perf_counter()
+        k = engine.check_k(req.k)
+        params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
+        batch, enc_s = await prepare(req.queries, "queries", many=True)
+        res, search_s = await run_search(batch, k, params, "batch")
+        results = [{"hits": engine.hits(res.scores[i], res.ids[i], req.return_documents)} for i in range(len(batch))]
+        return JSONResponse({"results": results, "timing": timing(t0, enc_s, search_s)})
+
+    @app.get("/documents/{doc_id:path}", response_model=M.Document, tags=["index"], dependencies=deps,
+             responses=ERRORS, summary="a document's stored sparse vector (and text, with --documents)")
+    async def document(doc_id: str):
+        return JSONResponse(engine.document(engine.row(doc_id)))
+
+    # ------------------------------------------------------------------ Qdrant-style alias
+    @app.post("/collections/{collection}/points/query", response_model=M.QdrantQueryResponse, tags=["compat"],
+              dependencies=deps, responses=ERRORS, summary="Qdrant-style sparse query (query.indices/values, limit)")
+    async def qdrant_query(collection: str, req: M.QdrantQueryRequest):
+        t0 = time.perf_counter()
+        if collection != settings.collection:
+            raise ApiError(404, "unknown_collection", f"collection {collection[:80]!r} does not exist; this server "
+                           f"serves {settings.collection!r}", "collection")
+        p = req.params or M.QdrantParams()
+        hits, _, _ = await search_one(req.query, req.limit, p.query_cut, p.heap_factor, p.n_knn,
+                                      req.with_payload or req.with_vector, "qdrant")
+        points = []
+        for h in hits:
+            doc = h.pop("document", None)
+            if req.with_payload:
+                h["payload"] = {k: doc[k] for k in ("title", "text") if doc[k] is not None}
+            if req.with_vector:
+                h["vector"] = doc["vector"]
+            points.append(h)
+        return JSONResponse({"result": {"points": points}, "status": "ok", "time": time.perf_counter() - t0})
+
+    # ------------------------------------------------------------------ OpenSearch-style alias
+    @app.post("/{index_name}/_search", response_model=M.OpenSearchResponse, tags=["compat"], dependencies=deps,
+              responses=ERRORS, response_model_by_alias=True,
+              summary="OpenSearch-style neural_sparse query (query_text or query_tokens, size)")
+    async def opensearch(index_name: str, req: M.OpenSearchRequest):
+        t0 = time.perf_counter()
+        if index_name != settings.collection:
+            raise ApiError(404, "unknown_index", f"index {index_name[:80]!r} does not exist; this server serves "
+                           f"{settings.collection!r}", "index_name")
+        (name, clause), = req.query.neural_sparse.items()
+        query = M.SparseQuery.model_construct(text=clause.query_text, tokens=clause.query_tokens, indices=None,
+                                              values=None)
+        prefix = f"query.neural_sparse.{name}"
+        try:
+            hits, _, _ = await search_one(query, req.size, None, None, None, req.source, "opensearch", prefix)
+        except ApiError as e:  # name the OpenSearch fields, not the native ones
+            for ours, theirs in ((".tokens", ".query_tokens"), (".text", ".query_text")):
+                e.field = e.field and e.field.replace(prefix + ours, prefix + theirs)
+                e.message = e.message.replace(prefix + ours, prefix + theirs)
+            raise
+        out = []
+        for h in hits:
+            item = {"_index": settings.collection, "_id": h["id"], "_score": h["score"]}
+            if req.source:
+                doc = h["document"]
+                item["_source"] = {k: doc[k] for k in ("title", "text") if doc[k] is not None}
+            out.append(item)
+        return JSONResponse({"took": int((time.perf_counter() - t0) * 1e3), "timed_out": False,
+                             "hits": {"total": {"value": len(out), "relation": "eq"},
+                                      "max_score": out[0]["_score"] if out else None, "hits": out}})
+
+    return app

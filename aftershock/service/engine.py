@@ -1,0 +1,312 @@
+"""The service's search engine, free of HTTP: request queries -> validated `SparseBatch` -> index search
+-> hits. Every bad value raises `ApiError` naming the request field (``query.indices[3]``) and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from aftershock.errors import (
+    AftershockError,
+    ConfigError,
+    DuplicateTermError,
+    FormatError,
+    InvalidVectorError,
+    NegativeWeightError,
+    NonFiniteValueError,
+    RaggedArrayError,
+    TermIdOutOfRangeError,
+    UnknownTokenError,
+)
+from aftershock.index import SearchResult, SparseBatch
+from aftershock.seismic import SearchParams
+from aftershock.service.models import SparseQuery
+from aftershock.service.settings import ServiceSettings
+
+class ApiError(Exception):
+    """A request the service refuses: HTTP ``status``, short ``code``, the ``field`` at fault, a message with the fix."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+_ERROR_FIELD = [  # aftershock error class -> (code, field suffix) for errors raised below the service
+    (UnknownTokenError, "unknown_token", "tokens"),
+    (TermIdOutOfRangeError, "term_id_out_of_range", "indices"),
+    (DuplicateTermError, "duplicate_term", "indices"),
+    (NonFiniteValueError, "non_finite_weight", "values"),
+    (NegativeWeightError, "negative_weight", "values"),
+    (RaggedArrayError, "ragged_vector", "values"),
+    (InvalidVectorError, "invalid_vector", None),
+]
+
+
+def api_error_from(exc: AftershockError, prefix: str = "query") -> ApiError:
+    """Map an `aftershock.errors` exception to a 4xx (the message already names value, limit and fix)."""
+    if isinstance(exc, ConfigError):
+        m = re.match(r"\s*(\w+)=", str(exc))  # "heap_factor=2 must be in (0, 1]" -> field heap_factor
+        return ApiError(422, "invalid_parameter", str(exc), m.group(1) if m else None)
+    for cls, code, suffix in _ERROR_FIELD:
+        if isinstance(exc, cls):
+            return ApiError(422, code, str(exc), f"{prefix}.{suffix}" if suffix else prefix)
+    return ApiError(400, type(exc).__name__, str(exc))
+
+
+def load_documents(path) -> dict[str, dict]:
+    """Document texts for ``return_documents``: a BEIR ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``)
+    or a ``.tsv[.gz]`` of ``id<TAB>text`` lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"documents file {path} does not exist; pass a BEIR corpus.jsonl[.gz] or an id<TAB>text .tsv")
+    opener = gzip.open if path.suffix == ".gz" else open
+    name = path.name[:-3] if path.suffix == ".gz" else path.name
+    out: dict[str, dict] = {}
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if name.endswith((".jsonl", ".json")):
+                try:
+                    o = json.loads(line)
+                    out[str(o["_id"])] = {"title": o.get("title") or None, "text": o.get("text")}
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise FormatError(f"{path}:{lineno}: not a BEIR corpus record with '_id' and 'text' ({e})") from None
+            elif name.endswith(".tsv"):
+                did, _, text = line.rstrip("\n").partition("\t")
+                out[did] = {"title": None, "text": text}
+            else:
+                raise FormatError(f"documents file {path}: use a .jsonl[.gz] BEIR corpus or an id<TAB>text .tsv[.gz]")
+    return out
+
+
+class SearchEngine:
+    """An index, an optional query encoder and optional document texts, behind request-level checks."""
+
+    def __init__(self, index, encoder=None, documents: dict[str, dict] | None = None,
+                 settings: ServiceSettings | None = None, meta: dict | None = None):
+        self.index = index
+        self.encoder = encoder
+        self.documents = documents or {}
+        self.settings = settings or ServiceSettings()
+        self.meta = meta or {}
+        self.dim = int(index.dim)
+        self.vocab = index.vocab
+        self.exact = index.kind == "exact"
+        self.doc_ids = [str(d) for d in index.doc_ids]
+        self.row_of = {d: i for i, d in enumerate(self.doc_ids)}
+        self.has_knn = (not self.exact) and getattr(index, "knn", np.zeros((0, 0))).shape[1] > 0
+        self._fwd = None
+        self._fwd_lock = threading.Lock()
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def warmup(self) -> None:
+        """Compile the search kernels (and run the encoder once) before reporting ready."""
+        one = SparseBatch.from_rows([([0], [1.0])], dim=self.dim, what="queries")
+        for n in (1, 2):  # single-query and batch kernels
+            self.search_batch(SparseBatch.concat([one] * n), 1, self.params(None, None, None))
+        if self.encoder is not None:
+            self.encode(["warm up"], "query")
+        self.ready.set()
+
+    # ------------------------------------------------------------------ parameters
+    def params(self, query_cut, heap_factor, n_knn) -> SearchParams:
+        if n_knn and not self.exact and not self.has_knn:
+            raise ApiError(422, "invalid_parameter", f"n_knn={n_knn} but this index has no k-NN graph; send n_knn=0 "
+                           "or rebuild the index with --knn", "n_knn")
+        try:
+            return SearchParams(threads=self.settings.threads).with_(query_cut=query_cut, heap_factor=heap_factor,
+                                                                      n_knn=n_knn)
+        except ConfigError as e:
+            raise api_error_from(e) from None
+
+    def check_k(self, k: int, field: str = "k") -> int:
+        if k > self.settings.max_k:
+            raise ApiError(422, "limit_exceeded", f"{field}={k} exceeds this server's max_k={self.settings.max_k}; "
+                           f"ask for at most {self.settings.max_k} results (or start the server with a larger "
+                           "--max-k)", field)
+        return k
+
+    # ------------------------------------------------------------------ queries -> SparseBatch
+    def _limit(self, n: int, field: str, what: str) -> None:
+        if n > self.settings.max_query_terms:
+            raise ApiError(422, "limit_exceeded", f"{field} has {n} {what}; this server accepts at most "
+                           f"max_query_terms={self.settings.max_query_terms} per query: keep the heaviest ones",
+                           field)
+        if n == 0:
+            raise ApiError(422, "empty_query", f"{field} is empty; give at least one term with a weight", field)
+
+    def _from_tokens(self, tokens: dict, field: str) -> tuple[np.ndarray, np.ndarray]:
+        field = f"{field}.tokens"
+        if self.vocab is None:
+            raise ApiError(422, "no_vocabulary", f"{field}: this index stores no vocabulary, so tokens cannot be "
+                           "mapped to term ids; send 'indices' and 'values' instead (or rebuild with --vocab)", field)
+        self._limit(len(tokens), field, "tokens")
+        ids = np.empty(len(tokens), np.int64)
+        for j, tok in enumerate(tokens):
+            tid = self.vocab.token_to_id.get(tok)
+            if tid is None:
+                shown = tok if len(tok) <= 80 else tok[:80] + "..."
+                raise ApiError(422, "unknown_token", f"{field}: token {shown!r} is not in the index's vocabulary of "
+                               f"{len(self.vocab)} tokens; use the tokenizer the index was built with (or drop it)",
+                               f"{field}.{shown}")
+            ids[j] = tid
+        return ids, np.fromiter(tokens.values(), np.float64, len(tokens))
+
+    def _from_arrays(self, q: SparseQuery, field: str) -> tuple[np.ndarray, np.ndarray]:
+        n, nv = len(q.indices), len(q.values)
+        if n != nv:
+            raise ApiError(422, "ragged_vector", f"{field}.values has {nv} weights for {n} indices; give exactly one "
+                           "weight per term id", f"{field}.values")
+        self._limit(n, f"{field}.indices", "term ids")
+        ids = np.asarray(q.indices, np.int64)  # pydantic bounded them to [0, 2^31)
+        bad = np.flatnonzero(ids >= self.dim)
+        if bad.size:
+            j = int(bad[0])
+            raise ApiError(422, "term_id_out_of_range", f"{field}.indices[{j}] = {int(ids[j])} is >= the index's dim "
+                           f"{self.dim}; use term ids of the index's vocabulary (0..{self.dim - 1})",
+                           f"{field}.indices[{j}]")
+        if len(set(q.indices)) != n:  # pure Python: a numpy sort would release the GIL for nothing
+            seen: set[int] = set()
+            j = next(j for j, t in enumerate(q.indices) if t in seen or seen.add(t))
+            raise ApiError(422, "duplicate_term", f"{field}.indices[{j}] = {int(ids[j])} appears more than once; "
+                           "each term id may appear once per query: sum or max its weights", f"{field}.indices[{j}]")
+        return ids, np.asarray(q.values, np.float64)
+
+    def encode(self, texts: list[str], field: str) -> SparseBatch:
+        if self.encoder is None:
+            raise ApiError(422, "no_encoder", f"{field}: this server has no query encoder, so text queries cannot be "
+                           "encoded; start it with --model DIR, or send 'tokens' or 'indices'+'values'", field)
+        out = self.encoder.encode_queries(texts)
+        if out.dim != self.dim:
+            raise ApiError(422, "encoder_mismatch", f"the query encoder's dim {out.dim} differs from the index's dim "
+                           f"{self.dim}; restart the server with the model the index was built with", field)
+        return out
+
+    def to_batch(self, queries: Sequence, field: str, many: bool = False) -> tuple[SparseBatch, float]:
+        """Validate request queries (strings or `SparseQuery`) into one batch; returns (batch, encode seconds).
+
+        ``field`` names them in errors: ``"query"`` for one, ``"queries"`` (-> ``queries[3]``) when ``many``."""
+        names = [f"{field}[{i}]" if many else field for i in range(len(queries))]
+        if many and len(queries) > self.settings.max_batch:
+            raise ApiError(422, "limit_exceeded", f"{field} has {len(queries)} queries; this server accepts at most "
+                           f"max_batch={self.settings.max_batch} per request: split the batch", field)
+        rows: list = [None] * len(queries)
+        texts, text_pos = [], []
+        for i, (q, name) in enumerate(zip(queries, names)):
+            text = q if isinstance(q, str) else q.text
+            if text is not None:
+                tfield = name if isinstance(q, str) else f"{name}.text"
+                if not text.strip():
+                    raise ApiError(422, "empty_query", f"{tfield} is blank; send some words", tfield)
+                if len(text) > self.settings.max_text_chars:
+                    raise ApiError(422, "limit_exceeded", f"{tfield} has {len(text)} characters; this server accepts "
+                                   f"at most max_text_chars={self.settings.max_text_chars}: shorten the query", tfield)
+                texts.append(text)
+                text_pos.append((i, tfield))
+            elif q.tokens is not None:
+                rows[i] = self._from_tokens(q.tokens, name)
+            else:
+                rows[i] = self._from_arrays(q, name)
+        t0 = time.perf_counter()
+        if texts:
+            enc = self.encode(texts, text_pos[0][1])
+            for j, (i, tfield) in enumerate(text_pos):
+                idx, val = enc.row(j)
+                if idx.shape[0] == 0:
+                    raise ApiError(422, "empty_query", f"{tfield} encoded to an empty vector (no term got a weight); "
+                                   "rephrase it with content words", tfield)
+                rows[i] = (idx, val)
+        encode_s = time.perf_counter() - t0
+        try:
+            batch = SparseBatch.from_rows(rows, dim=self.dim, what="queries")
+        except AftershockError as e:  # a second line of defence: the data layer's own checks
+            raise api_error_from(e, field) from None
+        return batch, encode_s
+
+    # ------------------------------------------------------------------ search
+    def search_batch(self, batch: SparseBatch, k: int, params: SearchParams) -> SearchResult:
+        """Blocking index search (run it off the event loop)."""
+        if self.exact:
+            return self.index.search(batch, k, threads=params.threads)
+        return self.index.search(batch, k, params)
+
+    def hits(self, scores: np.ndarray, rows: np.ndarray, with_docs: bool) -> list[dict]:
+        out = []
+        for s, r in zip(scores.tolist(), rows.tolist()):
+            if r < 0:
+                break
+            if not math.isfinite(s):
+                raise ApiError(422, "score_overflow", f"a score overflowed float32 ({s}); the query weights times the "
+                               "document weights are too large: scale the query weights down", "query")
+            hit = {"id": self.doc_ids[r], "score": s}
+            if with_docs:
+                hit["document"] = self.document(r)
+            out.append(hit)
+        return out
+
+    # ------------------------------------------------------------------ documents
+    def _forward(self):
+        """(indptr, indices, values-decoder) of the stored document vectors, one row per document."""
+        if self._fwd is None:
+            with self._fwd_lock:
+                if self._fwd is None:
+                    ix = self.index
+                    if hasattr(ix, "fwd_ptr"):  # Seismic: the forward index (float16 bits or float32)
+                        vals = np.asarray(ix.fwd_val)
+                        dec = (lambda v: v.view(np.float16).astype(np.float32)) if vals.dtype == np.uint16 else \
+                            (lambda v: v.astype(np.float32))
+                        self._fwd = (np.asarray(ix.fwd_ptr), np.asarray(ix.fwd_idx), vals, dec)
+                    else:  # exact: transpose the inverted index once
+                        import scipy.sparse as sp
+
+                        csr = sp.csc_matrix((ix.inv_vals, ix.inv_docs, ix.inv_ptr), shape=(ix.n_docs, self.dim)).tocsr()
+                        csr.sort_indices()
+                        self._fwd = (csr.indptr, csr.indices, csr.data, lambda v: v.astype(np.float32))
+        return self._fwd
+
+    def document(self, row: int) -> dict:
+        ptr, idx, val, dec = self._forward()
+        a, b = int(ptr[row]), int(ptr[row + 1])
+        ids = np.asarray(idx[a:b]).astype(np.int64).tolist()
+        vals = dec(np.asarray(val[a:b])).tolist()
+        did = self.doc_ids[row]
+        text = self.documents.get(did, {})
+        return {"id": did, "vector": {"indices": ids, "values": vals},
+                "tokens": dict(zip((self.vocab.tokens[t] for t in ids), vals)) if self.vocab is not None else None,
+                "title": text.get("title"), "text": text.get("text")}
+
+    def row(self, doc_id: str) -> int:
+        r = self.row_of.get(doc_id)
+        if r is None:
+            shown = doc_id if len(doc_id) <= 80 else doc_id[:80] + "..."
+            raise ApiError(404, "unknown_document", f"document id {shown!r} is not in this index of "
+                           f"{len(self.doc_ids)} documents; use an id returned by /search", "doc_id")
+        return r
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> dict:
+        ix = self.index
+        enc = self.encoder
+        return {
+            "kind": ix.kind, "n_docs": int(ix.n_docs), "dim": self.dim, "index_bytes": int(ix.nbytes()),
+            "vocab_size": len(self.vocab) if self.vocab is not None else None,
+            "format_version": self.meta.get("format_version"), "collection": self.settings.collection,
+            "config": ix.config.to_dict() if hasattr(ix, "config") else {},
+            "build_stats": dict(getattr(ix, "build_stats", {}) or {}),
+            "defaults": {"k": 10, **{f: getattr(SearchParams, f) for f in ("query_cut", "heap_factor", "n_knn")}},
+            "limits": {f: getattr(self.settings, f) for f in ("max_k", "max_batch", "max_query_terms",
+                                                              "max_text_chars", "max_body_bytes")},
+            "encoder": None if enc is None else str(getattr(enc, "name", None) or type(enc).__name__),
+            "documents": len(self.documents),
+        }

@@ -1,0 +1,70 @@
+"""Service settings: limits, security and concurrency knobs (all off-by-default features stay off)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from aftershock.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Limits and switches of one service instance.
+
+    Limits (each breach is a 4xx naming the field and the limit): ``max_k`` results per query,
+    ``max_batch`` queries per batch request, ``max_query_terms`` non-zeros per query (indices/values
+    pairs or tokens), ``max_text_chars`` characters of a text query, ``max_body_bytes`` bytes of a
+    request body (413 beyond it). ``api_key``: when set, every endpoint except ``/health*``, ``/docs``
+    and ``/openapi.json`` needs header ``api_key_header: <key>`` (401 otherwise). ``cors_origins``:
+    origins allowed by CORS (empty = no CORS headers). ``threads``: search threads of a batch request
+    (None = all cores); a single query runs on one thread (concurrent requests run side by side).
+    ``collection``: the name the Qdrant/OpenSearch-style
+    routes answer to.
+    """
+
+    max_k: int = 1000
+    max_batch: int = 256
+    max_query_terms: int = 4096
+    max_text_chars: int = 20000
+    max_body_bytes: int = 4 * 1024 * 1024
+    api_key: str | None = None
+    api_key_header: str = "X-API-Key"
+    cors_origins: tuple[str, ...] = ()
+    threads: int | None = None
+    collection: str = "default"
+    warmup: bool = True
+
+    def __post_init__(self):
+        for name in ("max_k", "max_batch", "max_query_terms", "max_text_chars", "max_body_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name}={v!r} must be an integer >= 1")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
+        if self.api_key is not None and not self.api_key:
+            raise ConfigError("api_key='' is empty; pass a non-empty key or None to disable the check")
+        if not self.collection or "/" in self.collection:
+            raise ConfigError(f"collection={self.collection!r} must be a non-empty name without '/'")
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServiceSettings":
+        data = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown service setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    def public(self) -> dict:
+        """Settings safe to show in /info (no API key)."""
+        d = asdict(self)
+        d["api_key"] = "set" if self.api_key else None
+        return d
+
+
+__all__ = ["ServiceSettings"]
