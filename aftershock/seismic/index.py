@@ -86,9 +86,10 @@ def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     out = dict(comp_list_ptr=offsets(ncomp), ovf_list_ptr=offsets(novf), ent_list_ptr=offsets(nent))
-    out.update(comp_ids=np.empty(out["comp_list_ptr"][-1], tdt), comp_cnt=np.empty(out["comp_list_ptr"][-1], np.uint8),
-               ovf_cnt=np.empty(out["ovf_list_ptr"][-1], np.uint32), ent_delta=np.empty(out["ent_list_ptr"][-1], np.uint8),
-               ent_code=np.empty(out["ent_list_ptr"][-1], np.uint8), sum_min=sums["sum_min"], sum_step=sums["sum_step"])
+    n_comp, n_ovf, n_ent = (int(out[f"{x}_list_ptr"][-1]) for x in ("comp", "ovf", "ent"))
+    out.update(comp_ids=np.empty(n_comp, tdt), comp_cnt=np.empty(n_comp, np.uint8), ovf_cnt=np.empty(n_ovf, np.uint32),
+               ent_delta=np.empty(n_ent, np.uint8), ent_code=np.empty(n_ent, np.uint8), sum_min=sums["sum_min"],
+               sum_step=sums["sum_step"])
     K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, out["comp_list_ptr"],
                         out["ovf_list_ptr"], out["ent_list_ptr"], out["comp_ids"], out["comp_cnt"], out["ovf_cnt"],
                         out["ent_delta"], out["ent_code"])

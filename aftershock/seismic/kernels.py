@@ -192,6 +192,24 @@ def _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, d):
         prefetch(fwd_val, e - 1)
 
 
+@numba.njit(inline="always")
+def _entry_count(comp_cnt, ovf_cnt, g, ov):
+    """Entries of summary component g (skip markers included) and the list's next overflow position."""
+    cnt = np.int64(comp_cnt[g])
+    if cnt == 255:
+        return np.int64(ovf_cnt[ov]), ov + 1
+    return cnt, ov
+
+
+@numba.njit(inline="always")
+def _step_block(ent_delta, x, bl):
+    """The block cursor after entry x, and whether x is a real entry (False: a skip of 255 blocks)."""
+    dl = np.int64(ent_delta[x])
+    if dl == 0:
+        return bl + 255, False
+    return bl + dl, True
+
+
 @numba.njit
 def _score_list_summaries(ix, t, qdense, acc_dot, acc_q, bs, bi, n):
     """Summary scores of posting list t's blocks against the dense query, appended to (bs, bi) from n.
@@ -211,6 +229,7 @@ def _score_list_summaries(ix, t, qdense, acc_dot, acc_q, bs, bi, n):
     ov = ovf_list_ptr[t]
     s1 = ent_list_ptr[t]
     for g in range(comp_list_ptr[t], comp_list_ptr[t + 1]):
+        # `_entry_count` and `_step_block` written out by hand: the hottest loop, measurably faster so
         cnt = np.int64(comp_cnt[g])
         if cnt == 255:
             cnt = np.int64(ovf_cnt[ov])
@@ -944,19 +963,14 @@ def decode_summaries(ix, n_blocks):
             ov = ovf_list_ptr[t]
             s1 = ent_list_ptr[t]
             for g in range(comp_list_ptr[t], comp_list_ptr[t + 1]):
-                cnt = np.int64(comp_cnt[g])
-                if cnt == 255:
-                    cnt = np.int64(ovf_cnt[ov])
-                    ov += 1
+                cnt, ov = _entry_count(comp_cnt, ovf_cnt, g, ov)
                 s0 = s1
                 s1 = s0 + cnt
                 bl = -1
                 for x in range(s0, s1):
-                    dl = np.int64(ent_delta[x])
-                    if dl == 0:
-                        bl += 255
+                    bl, real = _step_block(ent_delta, x, bl)
+                    if not real:
                         continue
-                    bl += dl
                     b = b0 + bl
                     if phase == 0:
                         counts[b + 1] += 1
