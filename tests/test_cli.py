@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -301,3 +303,25 @@ def test_jsonl_queries_against_an_index_without_vocabulary(data, tmp_path, capsy
     rc = main(["search", "--index", str(idx), "--queries", str(data.dir / "queries.jsonl"),
                "--output", str(run_file)])
     _assert_cli_error(capsys, rc, "--vocab")
+
+
+def test_core_commands_need_no_optional_extras(tmp_path):
+    """`pip install -e . && aftershock demo` installs only the core dependencies: building the parser and
+    running the demo must not import FastAPI, torch, transformers or ir-measures."""
+    code = textwrap.dedent("""
+        import builtins
+        real = builtins.__import__
+        blocked = {"fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "torch", "transformers",
+                   "ir_measures", "sentence_transformers"}
+        def guarded(name, *a, **k):
+            if name.split(".")[0] in blocked:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return real(name, *a, **k)
+        builtins.__import__ = guarded
+        from aftershock.cli import main
+        assert main(["demo"]) == 0
+        assert main(["build", "--help"]) == 0
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -67,7 +67,7 @@ def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt
                        slot_ptr, tmp_idx, tmp_codes, counts, sum_min, sum_step)
         n = int(counts[b_lo:b_hi].sum())
         out_idx, out_codes = np.empty(n, tdt), np.empty(n, np.uint8)
-        K.compact_slots(slot_ptr, counts[b_lo:b_hi], tmp_idx, tmp_codes, out_idx, out_codes, 0)
+        K.compact_slots(slot_ptr, counts[b_lo:b_hi], tmp_idx, tmp_codes, out_idx, out_codes)
         parts_idx.append(out_idx)
         parts_codes.append(out_codes)
         b_lo = b_hi

@@ -182,11 +182,12 @@ def _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, d):
     """Every cache line of doc d's forward entries (its terms and values)."""
     a0 = fwd_ptr[d]
     e = fwd_ptr[d + 1]
+    step = 64 // max(fwd_idx.itemsize, fwd_val.itemsize)  # entries per 64-byte line of the wider array
     a = a0
     while a < e:
         prefetch(fwd_idx, a)
         prefetch(fwd_val, a)
-        a += 32
+        a += step
     if e > a0:  # the start is not line-aligned: the last line may still be missing
         prefetch(fwd_idx, e - 1)
         prefetch(fwd_val, e - 1)
@@ -837,16 +838,15 @@ def summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, lut, dim, ene
 
 
 @numba.njit(cache=True)
-def compact_slots(slot_ptr, counts_part, src_idx, src_codes, dst_idx, dst_codes, dst_start):
-    """Move each block's entries from its slot to consecutive positions from dst_start."""
-    w = dst_start
+def compact_slots(slot_ptr, counts_part, src_idx, src_codes, dst_idx, dst_codes):
+    """Move each block's entries from its slot to consecutive positions."""
+    w = 0
     for b in range(counts_part.shape[0]):
         s = slot_ptr[b]
         for x in range(counts_part[b]):
             dst_idx[w] = src_idx[s + x]
             dst_codes[w] = src_codes[s + x]
             w += 1
-    return w
 
 
 # ------------------------------------------------------------------------------------------- build: transposition

@@ -3,11 +3,25 @@ lookup, index info, health and Prometheus metrics, with Qdrant- and OpenSearch-s
 
 ``create_app(index, encoder=None, settings=ServiceSettings(...))`` builds the app around a loaded index;
 ``serve(index_dir, model=None, ...)`` (``aftershock serve``) runs it on uvicorn.
+
+The names are imported on first use, so ``aftershock.service.settings`` (the CLI reads its defaults) works
+without the ``service`` extra (FastAPI, uvicorn) installed.
 """
 
-from aftershock.service.app import create_app
-from aftershock.service.engine import ApiError, SearchEngine, load_documents
-from aftershock.service.server import build_app, serve
-from aftershock.service.settings import ServiceSettings
+from importlib import import_module
 
-__all__ = ["create_app", "serve", "build_app", "ServiceSettings", "SearchEngine", "ApiError", "load_documents"]
+_WHERE = {"create_app": "app", "serve": "server", "build_app": "server", "ServiceSettings": "settings",
+          "SearchEngine": "engine", "ApiError": "engine", "load_documents": "engine"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'aftershock.service' has no attribute {name!r}")
+    try:
+        module = import_module(f"aftershock.service.{_WHERE[name]}")
+    except ModuleNotFoundError as e:  # FastAPI / uvicorn / prometheus-client missing
+        raise ModuleNotFoundError(f"aftershock.service.{name} needs {e.name!r}: pip install 'aftershock[service]'") \
+            from e
+    return getattr(module, name)
