@@ -809,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
                      "optionally with ':N' to split clusters larger than N docs (e.g. random:24)")
     if args.k < 1 or args.n_queries < 1:
         parser.error("--k and --n-queries must be >= 1")
+    if args.n_docs < 0:
+        parser.error(f"--n-docs {args.n_docs} must be >= 0 (0 = all documents)")
     if args.n_knn and not args.knn:
         parser.error(f"--n-knn {args.n_knn} needs a k-NN graph: pass --knn > 0")
     from aftershock.errors import ConfigError
