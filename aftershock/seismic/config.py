@@ -82,6 +82,9 @@ class SeismicConfig:
         return replace(self, **kw)
 
 
+INT32_MAX = 2**31 - 1  # kernels take query-time counts as machine integers
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Query-time knobs: ``query_cut`` heaviest query terms pick the posting lists; a block is skipped
@@ -94,10 +97,12 @@ class SearchParams:
     threads: int | None = None
 
     def __post_init__(self):
-        _check(isinstance(self.query_cut, int) and self.query_cut >= 1,
-               f"query_cut={self.query_cut!r} must be an integer >= 1 (try 10)")
+        _check(isinstance(self.query_cut, int) and 1 <= self.query_cut <= INT32_MAX,
+               f"query_cut={self.query_cut!r} must be an integer in [1, {INT32_MAX}] (try 10; a value above the "
+               "query's number of terms visits all its lists)")
         _check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = safest)")
-        _check(isinstance(self.n_knn, int) and self.n_knn >= 0, f"n_knn={self.n_knn!r} must be an integer >= 0")
+        _check(isinstance(self.n_knn, int) and 0 <= self.n_knn <= INT32_MAX,
+               f"n_knn={self.n_knn!r} must be an integer in [0, {INT32_MAX}] (at most the index's knn is used)")
         _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
                f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
 

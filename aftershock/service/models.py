@@ -10,6 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aftershock.seismic.config import INT32_MAX
+
 TermId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 MAX_WEIGHT = 1e6  # keeps query x document products far from float32 overflow
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
@@ -54,9 +56,11 @@ QueryIn = Annotated[Union[str, SparseQuery], Field(description="a text string (s
 
 class SearchOptions(_Request):
     k: int = Field(10, ge=1, description="results per query (at most the server's max_k, /info)")
-    query_cut: int | None = Field(None, ge=1, description="the query's heaviest terms that pick posting lists")
+    query_cut: int | None = Field(None, ge=1, le=INT32_MAX,
+                                  description="the query's heaviest terms that pick posting lists")
     heap_factor: float | None = Field(None, gt=0, le=1, description="block skip threshold (lower = more recall)")
-    n_knn: int | None = Field(None, ge=0, description="k-NN graph neighbours rescored (index built with knn>0)")
+    n_knn: int | None = Field(None, ge=0, le=INT32_MAX,
+                              description="k-NN graph neighbours rescored (index built with knn>0)")
     return_documents: bool = Field(False, description="attach each hit's stored vector (and text, when the "
                                                       "server was started with --documents)")
 
@@ -158,9 +162,9 @@ class ErrorResponse(BaseModel):
 
 # ---------------------------------------------------------------------------------------------- Qdrant-like
 class QdrantParams(_Request):
-    query_cut: int | None = Field(None, ge=1)
+    query_cut: int | None = Field(None, ge=1, le=INT32_MAX)
     heap_factor: float | None = Field(None, gt=0, le=1)
-    n_knn: int | None = Field(None, ge=0)
+    n_knn: int | None = Field(None, ge=0, le=INT32_MAX)
 
 
 class QdrantQueryRequest(_Request):

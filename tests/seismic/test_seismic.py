@@ -246,7 +246,8 @@ def test_knn_search_without_graph(corpus, approx_index):
 
 # ---------------------------------------------------------------------------------------------- (f) bad params
 @pytest.mark.parametrize("kw", [dict(k=0), dict(k=-3), dict(k=1.5), dict(heap_factor=0), dict(heap_factor=1.5),
-                                dict(heap_factor=-0.1), dict(query_cut=0), dict(n_knn=-1), dict(threads=0)])
+                                dict(heap_factor=-0.1), dict(query_cut=0), dict(n_knn=-1), dict(threads=0),
+                                dict(query_cut=2**63), dict(n_knn=2**31)])
 def test_bad_search_params(corpus, approx_index, kw):
     kw = dict(kw)
     k = kw.pop("k", K)

@@ -145,6 +145,8 @@ BAD = [  # (request body, expected status, field, error code)
     ({"query": {"indices": [-3], "values": [1.0]}}, 422, "query.indices[0]", "validation_error"),
     ({"query": {"indices": [2**40], "values": [1.0]}}, 422, "query.indices[0]", "validation_error"),
     ({"query": {"indices": [5], "values": [1.0]}, "k": 0}, 422, "k", "validation_error"),
+    ({"query": {"indices": [5], "values": [1.0]}, "query_cut": 2**63}, 422, "query_cut", "validation_error"),
+    ({"query": {"indices": [5], "values": [1.0]}, "n_knn": 2**31}, 422, "n_knn", "validation_error"),
     ({"query": {"indices": [5], "values": [1.0]}, "k": 1001}, 422, "k", "limit_exceeded"),
     ({"query": {"indices": [5], "values": [1.0]}, "k": "10"}, 422, "k", "validation_error"),
     ({"query": {"indices": [5], "values": [1.0]}, "k": 2.5}, 422, "k", "validation_error"),
