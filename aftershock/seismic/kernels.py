@@ -27,6 +27,17 @@ def _value_at_impl(values, j, lut):
     return lambda values, j, lut: np.float32(values[j])
 
 
+def line_step(a, b):  # pragma: no cover - replaced by the overload inside jitted code
+    return 64 // max(a.itemsize, b.itemsize)
+
+
+@overload(line_step, inline="always")
+def _line_step_impl(a, b):
+    """Entries of the wider of two arrays per 64-byte cache line, as a compile-time constant."""
+    n = 64 // max(a.dtype.bitwidth // 8, b.dtype.bitwidth // 8)
+    return lambda a, b: n
+
+
 @intrinsic
 def prefetch(typingctx, arr, i):
     """Hint the CPU to fetch ``arr[i]`` into cache (llvm.prefetch, read, high locality)."""
@@ -182,7 +193,7 @@ def _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, d):
     """Every cache line of doc d's forward entries (its terms and values)."""
     a0 = fwd_ptr[d]
     e = fwd_ptr[d + 1]
-    step = 64 // max(fwd_idx.itemsize, fwd_val.itemsize)  # entries per 64-byte line of the wider array
+    step = line_step(fwd_idx, fwd_val)
     a = a0
     while a < e:
         prefetch(fwd_idx, a)
