@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from aftershock.seismic.kernels import heap_push, heap_sorted_into
+from aftershock.seismic.kernels import heap_push, heap_sorted_into, query_lists
 
 
 @numba.njit(inline="always")
@@ -35,19 +35,11 @@ def _ranks_above(s1, i1, s2, i2):
 def _one(qi, qv, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, sum_ptr, sum_idx, sum_code,
          sum_min, sum_step, k, query_cut, heap_factor, first_blocks, group, qdense, visited, out_s, out_i, stats):
     nq = qi.shape[0]
-    for j in range(nq):
-        qdense[qi[j]] = qv[j]
-    order = np.argsort(-qv, kind="mergesort")
-    ncut = min(query_cut, nq)
-    nb = 0
-    for c in range(ncut):
-        t = qi[order[c]]
-        nb += term_blk_ptr[t + 1] - term_blk_ptr[t]
+    lists, nb = query_lists(qi, qv, query_cut, term_blk_ptr, qdense)
     score = np.empty(nb, np.float32)
     bid = np.empty(nb, np.int64)
     g = 0
-    for c in range(ncut):
-        t = qi[order[c]]
+    for t in lists:
         for b in range(term_blk_ptr[t], term_blk_ptr[t + 1]):
             dot = np.float32(0.0)
             sq = np.float32(0.0)
@@ -61,7 +53,6 @@ def _one(qi, qv, term_blk_ptr, blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val,
             bid[g] = b
             g += 1
     stats[0] = nb
-    # phase A: the first_blocks best blocks (score desc, position asc)
     # phase A: the first_blocks best blocks with a positive score (score desc, position asc)
     rank = np.argsort(-score, kind="mergesort")
     nf = min(first_blocks, nb)

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from aftershock.seismic.kernels import _block_sift_down, heap_push, heap_sorted_into
+from aftershock.seismic.kernels import _block_sift_down, heap_push, heap_sorted_into, heapify_blocks
 
 
 @numba.njit(inline="always")
@@ -43,8 +43,7 @@ def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_f
         bs[b] = _dot(cents, b, qs) + qn * radii[b]
         bi[b] = b
     stats[0] += nb
-    for p in range(nb // 2 - 1, -1, -1):
-        _block_sift_down(bs, bi, nb, p)
+    heapify_blocks(bs, bi, nb)
     hs = np.empty(k, np.float32)
     hi = np.empty(k, np.int64)
     size = 0

@@ -177,6 +177,29 @@ def _block_sift_down(bs, bi, size, pos):
 
 
 @numba.njit(inline="always")
+def heapify_blocks(bs, bi, n):
+    """Make (bs, bi)[:n] a max-heap on bs (the best block on top)."""
+    for p in range(n // 2 - 1, -1, -1):
+        _block_sift_down(bs, bi, n, p)
+
+
+@numba.njit(inline="always")
+def query_lists(qi, qv, query_cut, term_blk_ptr, qdense):
+    """Scatter the query into ``qdense``; return its ``query_cut`` heaviest terms (heaviest first, ties by
+    position), whose posting lists the search visits, and the total number of blocks in those lists."""
+    for j in range(qi.shape[0]):
+        qdense[qi[j]] = qv[j]
+    order = np.argsort(-qv, kind="mergesort")
+    lists = np.empty(min(query_cut, qi.shape[0]), np.int64)
+    nblocks = 0
+    for a in range(lists.shape[0]):
+        t = np.int64(qi[order[a]])
+        lists[a] = t
+        nblocks += term_blk_ptr[t + 1] - term_blk_ptr[t]
+    return lists, nblocks
+
+
+@numba.njit(inline="always")
 def _mark_visited(vbits, touched, n_touched, d):
     """Set doc d's bit; returns the new touched count, or -1 when d was already visited."""
     wd = d >> 6
@@ -280,23 +303,14 @@ def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, ou
     nq = qi.shape[0]
     if nq == 0:
         return
-    for j in range(nq):
-        qdense[qi[j]] = qv[j]
-    # the query_cut heaviest terms pick the posting lists
-    order = np.argsort(-qv, kind="mergesort")
-    ncut = min(query_cut, nq)
-    nblocks = 0
-    for a in range(ncut):
-        t = qi[order[a]]
-        nblocks += term_blk_ptr[t + 1] - term_blk_ptr[t]
+    lists, nblocks = query_lists(qi, qv, query_cut, term_blk_ptr, qdense)
     bs = np.empty(nblocks, np.float32)
     bi = np.empty(nblocks, np.int64)
     n = 0
-    for a in range(ncut):
-        n = _score_list_summaries(ix, qi[order[a]], qdense, acc_dot, acc_q, bs, bi, n)
+    for t in lists:
+        n = _score_list_summaries(ix, t, qdense, acc_dot, acc_q, bs, bi, n)
     stats[0] += n
-    for p in range(n // 2 - 1, -1, -1):
-        _block_sift_down(bs, bi, n, p)
+    heapify_blocks(bs, bi, n)
     hs = np.empty(k, np.float32)
     hi = np.empty(k, np.int64)
     size = 0
