@@ -45,7 +45,8 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     * ``"binary:DIR"`` / ``"idf:DIR"``: `StaticEncoder` over the tokenizer in DIR (binary, or IDF
       from ``DIR/idf.json``; without it call ``enc.fit_idf(corpus_texts)``).
     * a sentence-transformers SparseEncoder directory (``modules.json``): SPLADE or inference-free.
-    * a directory written by `BM25.save` or `MLPEncoder.save_pretrained` (``aftershock_encoder.json``).
+    * a directory written by `BM25.save`, `MLPEncoder.save_pretrained` or `SparseModel.save`
+      (``aftershock_encoder.json``; a trained inference-free model gives `InferenceFree`).
     * a Hugging Face masked-LM directory (``config.json`` with a ``*ForMaskedLM`` architecture): `Splade`.
     * a directory with a tokenizer and ``idf.json`` but no model: the IDF `StaticEncoder`.
 
@@ -76,6 +77,10 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
             return BM25.load(path)
         if kind == "mlp":
             return _make(MLPEncoder, path, device=device, **kwargs)
+        if kind == "sparse-model":
+            from aftershock.lsr.model import load_trained
+
+            return load_trained(path, device=device, **kwargs)
         raise ModelFormatError(f"{meta}: unknown encoder type {kind!r}")
     config = path / "config.json"
     if config.is_file():
