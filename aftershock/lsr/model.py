@@ -10,7 +10,7 @@ with ``f_i = [h_i, log(1 + tf(x_i)), log(len / 64)]``: ``h_i`` the masked-LM hea
 hidden state at position i (the vector the vocabulary projection reads), ``tf(x_i)`` how often
 token ``x_i`` occurs in the text and ``len`` the number of real tokens. Queries are either the same
 forward (``kind="splade"``) or inference-free (``kind="inference-free"``): ``w_q(t) = idf(t)`` for
-each distinct token of the query, no model at query time.
+each distinct token of the query (times its count with ``query_counts``), no model at query time.
 
 PROSPER (Song et al., 2025) names two components and publishes no code; what is implemented here,
 and why:
@@ -57,12 +57,18 @@ class ModelConfig:
 
     ``backbone``: a local Hugging Face masked-LM directory (or a saved `SparseModel` directory, to
     continue training it). ``idf``: an ``idf.json`` (token -> weight) for the inference-free query
-    side; by default the backbone directory's own ``idf.json``.
+    side; by default the backbone directory's own ``idf.json``. ``query_counts``: an inference-free
+    query weighs ``idf(t) * count(t)`` (BM25's query side) instead of ``idf(t)`` once per token.
+    ``learn_query_weights``: train a per-token factor ``exp(theta_t)`` on the IDF (theta starts at 0;
+    tokens absent from the training queries keep their IDF); still a table lookup at query time, saved
+    into the model's ``idf.json``.
     """
 
     backbone: str
     kind: str = "inference-free"
     idf: str | None = None
+    query_counts: bool = True
+    learn_query_weights: bool = False
     literal_residual: bool = True
     literal_gate_init: float = -2.0
     focus_start_k: int = 0
@@ -179,6 +185,8 @@ def _build_module_class():
             self.register_buffer("idf", t.zeros(len(self.vocab)), persistent=False)
             if cfg.kind == "inference-free":
                 self.idf.copy_(t.from_numpy(self._load_idf(path)))
+            self.query_logw = (t.nn.Parameter(t.zeros(len(self.vocab)))
+                               if cfg.learn_query_weights and cfg.kind == "inference-free" else None)
             self.window = focus_k(cfg, 1.0, len(self.vocab))  # inference: the window in force at the end of training
             self.to(resolve_device(device))
 
@@ -252,7 +260,7 @@ def _build_module_class():
                 save_file({k: cast(v.detach().cpu()).contiguous() for k, v in self.literal.state_dict().items()},
                           str(path / LITERAL_FILE))
             if self.cfg.kind == "inference-free":
-                idf = self.idf.cpu().numpy()
+                idf = self.query_table().detach().cpu().numpy()
                 nz = np.flatnonzero(idf)
                 (path / IDF_FILE).write_text(json.dumps({self.vocab.tokens[i]: float(idf[i]) for i in nz},
                                                         ensure_ascii=False), encoding="utf-8")
@@ -285,8 +293,12 @@ def _build_module_class():
             ids, mask = self.tokenize(texts, max_length or self.cfg.query_max_length)
             if self.cfg.kind == "splade":
                 return self.doc_weights(ids, mask)
-            present = self._present(ids, mask).float()
-            return (present > 0).float() * self.idf[None, :]
+            present = self._present(ids, mask)
+            return (present if self.cfg.query_counts else (present > 0).float()) * self.query_table()[None, :]
+
+        def query_table(self):
+            """The inference-free query weight of each token: idf, times exp(theta) when learned."""
+            return self.idf if self.query_logw is None else self.idf * t.exp(self.query_logw)
 
         # ------------------------------------------------------------ forward
         def _present(self, ids, mask):
@@ -377,7 +389,8 @@ def load_trained(path, device: str = "cpu", **kwargs):
     docs = _make(TrainedEncoder, path, device=device, **kwargs)
     if info["config"]["kind"] == "splade":
         return docs
-    queries = _make(StaticEncoder, path, **{k: v for k, v in kwargs.items() if k != "dtype"})
+    queries = _make(StaticEncoder, path, counts=info["config"].get("query_counts", False),
+                    **{k: v for k, v in kwargs.items() if k != "dtype"})
     queries.load_idf_json(path / IDF_FILE)
     enc = InferenceFree(queries, docs)
     enc.name = path.name

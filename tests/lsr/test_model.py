@@ -109,3 +109,25 @@ def test_save_load_roundtrip_and_load_encoder(idf_json, tmp_path):
     assert (np.diff(docs.indptr) <= 48).all()
     qv = enc.encode_queries(["wing sweep"])
     np.testing.assert_allclose(qv.values, m.idf[qv.indices].numpy(), rtol=1e-6)
+
+
+@needs_model
+@needs_data
+def test_query_counts_and_learned_query_weights(idf_json, tmp_path):
+    from aftershock.lsr import load_encoder
+    from aftershock.lsr.model import SparseModel
+
+    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json), learn_query_weights=True,
+                                            literal_residual=False))
+    tid = m.tokenizer("glucose", add_special_tokens=False)["input_ids"][0]
+    q = m.encode_queries(["glucose levels glucose"])
+    assert torch.isclose(q[0, tid], 2 * m.idf[tid])              # query_counts: idf * count
+    d = m.encode_docs(DOCS)
+    (q @ d.T).sum().backward()
+    assert m.query_logw.grad[tid] != 0                             # the IDF factor of a query token trains
+    with torch.no_grad():
+        m.query_logw[tid] = np.log(3.0)
+    m.save(tmp_path / "m")
+    qv = load_encoder(tmp_path / "m").encode_queries(["glucose levels glucose"])
+    w = dict(zip(qv.indices.tolist(), qv.values.tolist()))
+    assert w[tid] == pytest.approx(2 * 3 * float(m.idf[tid]), rel=1e-5)  # saved table = idf * exp(theta), x count
