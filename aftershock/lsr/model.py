@@ -378,20 +378,31 @@ class TrainedEncoder(TransformerEncoder):
         return self.module.doc_weights(ids, mask)
 
 
+def query_side(path, **kwargs):
+    """The inference-free query encoder of a saved model: tokenizer + its ``idf.json`` (no torch)."""
+    from aftershock.lsr.load import _make
+    from aftershock.lsr.static import StaticEncoder
+
+    path = model_dir(path)
+    info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    enc = _make(StaticEncoder, path, counts=info["config"].get("query_counts", False),
+                **{k: v for k, v in kwargs.items() if k not in ("dtype", "device")})
+    enc.load_idf_json(path / IDF_FILE)
+    enc.name = path.name
+    return enc
+
+
 def load_trained(path, device: str = "cpu", **kwargs):
     """A saved `SparseModel` directory as an encoder: `InferenceFree` (IDF queries, model documents)
     or the model on both sides (``kind="splade"``)."""
     from aftershock.lsr.load import _make
-    from aftershock.lsr.static import InferenceFree, StaticEncoder
+    from aftershock.lsr.static import InferenceFree
 
     path = model_dir(path)
     info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     docs = _make(TrainedEncoder, path, device=device, **kwargs)
     if info["config"]["kind"] == "splade":
         return docs
-    queries = _make(StaticEncoder, path, counts=info["config"].get("query_counts", False),
-                    **{k: v for k, v in kwargs.items() if k != "dtype"})
-    queries.load_idf_json(path / IDF_FILE)
-    enc = InferenceFree(queries, docs)
+    enc = InferenceFree(query_side(path, **kwargs), docs)
     enc.name = path.name
     return enc
