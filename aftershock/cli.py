@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsc.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="auto = bf16 on GPU")
     tsc.add_argument("--batch-size", type=_positive_int, default=64, help="texts per model call (default 64)")
     tsc.add_argument("--max-queries", type=_positive_int, help="score only the first N queries of each split")
+    tsc.add_argument("--corpus", help="corpus.jsonl[.gz] of `prepare` (default: the one in --input)")
+    tsc.add_argument("--no-corpus", action="store_true", help="write only train/dev, not the corpus, to --output "
+                     "(scores already in the input are kept: run teachers one call at a time)")
     for q in (tp, tsc):
         q.add_argument("--scale", type=float, default=10.0, help="ensemble = scale x mean min-max score (default 10)")
         q.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
@@ -536,7 +539,8 @@ def cmd_train_data(args) -> int:
               f"{sum(st['bytes'].values()) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s -> {args.output}")
     else:
         st = trainset.score(args.input, args.output, args.teacher, args.device, args.batch_size, args.dtype,
-                            args.scale, args.max_queries, threads=args.threads)
+                            args.scale, args.max_queries, threads=args.threads, copy_corpus=not args.no_corpus,
+                            corpus=args.corpus)
         print(f"scored {st['queries']['train']} train + {st['queries']['dev']} dev queries, {st['docs']} docs in "
               f"{st['seconds']:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in st["teacher_seconds"].items())
               + f") -> {args.output}")

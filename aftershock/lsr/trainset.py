@@ -288,13 +288,14 @@ def load_sources(data_dir, names: Iterable[str] = SOURCES, lexicon_queries: int 
 # ------------------------------------------------------------------------------------------ mining
 def pair_dot(q, d, qrow: np.ndarray, drow: np.ndarray) -> np.ndarray:
     """Scores of the pairs (q[qrow[i]], d[drow[i]]): sparse (scipy CSR) or dense (numpy) rows."""
-    if isinstance(q, np.ndarray):
-        out = np.empty(len(qrow), np.float64)
-        for s in range(0, len(qrow), 65536):  # bounded memory
-            e = s + 65536
-            out[s:e] = np.einsum("ij,ij->i", q[qrow[s:e]], d[drow[s:e]], dtype=np.float64)
-        return out
-    return np.asarray(q[qrow].multiply(d[drow]).sum(axis=1), dtype=np.float64).ravel()
+    out = np.empty(len(qrow), np.float64)
+    for s in range(0, len(qrow), 65536):  # bounded memory
+        a, b = q[qrow[s:s + 65536]], d[drow[s:s + 65536]]
+        if isinstance(a, np.ndarray):
+            out[s:s + 65536] = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+        else:
+            out[s:s + 65536] = np.asarray(a.multiply(b).sum(axis=1), dtype=np.float64).ravel()
+    return out
 
 
 def mine(source: Source, depth: int = 30, n_negatives: int = 15, n_top: int | None = None, seed: int = 0,
@@ -513,14 +514,22 @@ def read_corpus(path, ids: set[str] | None = None) -> dict[str, str]:
 
 def score(input_dir, output_dir, teachers: Iterable[str] | None = None, device: str = "cpu", batch_size: int = 64,
           dtype: str = "auto", scale: float = 10.0, max_queries: int | None = None, compress: bool | None = None,
-          threads: int | None = None, progress: bool = False, log=print) -> dict:
-    """Step 2: score the train/dev records of ``input_dir`` with the teachers, write them to ``output_dir``."""
+          threads: int | None = None, progress: bool = False, copy_corpus: bool = True, corpus=None,
+          log=print) -> dict:
+    """Step 2: score the train/dev records of ``input_dir`` with the teachers, write them to ``output_dir``.
+
+    Scores already in the records are kept, so teachers can be run one call at a time (the output of
+    one call is the input of the next); ``copy_corpus=False`` writes only train/dev; ``corpus`` names
+    the corpus file when it is not in ``input_dir``."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    src = {s: find_split(Path(input_dir), s) for s in (*SPLITS, "corpus")}
+    src = {s: find_split(Path(input_dir), s) for s in SPLITS}
+    src["corpus"] = Path(corpus) if corpus else find_split(Path(input_dir), "corpus")
+    if not src["corpus"].is_file():
+        raise FormatError(f"corpus file {src['corpus']} does not exist; pass the corpus.jsonl[.gz] of `prepare`")
     splits = {s: read_records(src[s]) for s in SPLITS}
     if max_queries is not None:
         splits = {s: v[:max_queries] for s, v in splits.items()}
@@ -533,7 +542,9 @@ def score(input_dir, output_dir, teachers: Iterable[str] | None = None, device: 
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     for s in SPLITS:
         write_jsonl(out[s], splits[s])
-    if max_queries is not None:  # a partial run: only the documents its records use
+    if not copy_corpus:
+        pass
+    elif max_queries is not None:  # a partial run: only the documents its records use
         write_jsonl(out["corpus"], ({"_id": d, "title": "", "text": t} for d, t in sorted(doc_text.items())))
     elif out["corpus"].resolve() != src["corpus"].resolve():
         if src["corpus"].name.endswith(".gz") == out["corpus"].name.endswith(".gz"):
