@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--data", help="folder laid out like shared/data (default: ../shared/data next to the repo)")
     tp.add_argument("--output", required=True, help="folder for train/dev/corpus .jsonl[.gz]")
     tp.add_argument("--sources", help="comma-separated subset of: scifact-train, scifact-title, cranfield-title, "
-                    "cisi-title, adi-title, gcide, wordnet (default: all)")
+                    "cisi-title, adi-title, gcide, wordnet (default: all); your own BEIR folders as qrels:DIR, titles:DIR")
     tp.add_argument("--lexicon-queries", type=_positive_int, default=20000, help="gcide+wordnet queries (default 20000)")
     tp.add_argument("--depth", type=_positive_int, default=30, help="BM25 hits mined per query (default 30)")
     tp.add_argument("--negatives", type=_positive_int, default=15, help="negatives kept per query (default 15)")

@@ -19,6 +19,7 @@ Sources (``SOURCES``):
   document with its title removed (and, as in Cranfield, a copy of the title at the start of the
   text stripped), so the match is not trivial. Candidates come from the title-less corpus too, so
   the positive is never the only title-less document.
+* your own BEIR folders: ``qrels:DIR`` (its ``qrels/train.tsv``) and ``titles:DIR`` (title -> text).
 * ``gcide`` / ``wordnet`` (``lexicon/corpus.jsonl.gz``): GCIDE headword -> definition, WordNet
   synset words -> gloss, titles removed likewise; ``kjv`` is skipped (its titles are verse references).
   The lexicon queries are subsampled (``lexicon_queries``, seeded) from both together.
@@ -256,16 +257,20 @@ def load_sources(data_dir, names: Iterable[str] = SOURCES, lexicon_queries: int 
 
     data = Path(data_dir)
     names = list(names)
-    unknown = [n for n in names if n not in SOURCES]
+    unknown = [n for n in names if n not in SOURCES and not n.startswith(("qrels:", "titles:"))]
     if unknown:
-        raise ConfigError(f"unknown training source(s) {unknown}; available: {', '.join(SOURCES)}")
+        raise ConfigError(f"unknown training source(s) {unknown}; available: {', '.join(SOURCES)}, or your own "
+                          "BEIR folders as qrels:DIR (qrels/train.tsv) and titles:DIR (title -> text)")
     out: list[Source] = []
     for n in names:
-        if n == "scifact-train":
-            out.append(qrels_source(data / "scifact", n, max_chars))
-        elif n.endswith("-title"):
-            d = n[:-len("-title")]
-            out.append(title_source(iter_jsonl(find_file(data / d, "corpus")), n, f"{d}-notitle/", max_chars))
+        kind, _, folder = n.partition(":")
+        if n == "scifact-train" or kind == "qrels":
+            folder = Path(folder) if folder else data / "scifact"
+            out.append(qrels_source(folder, n if n in SOURCES else f"{folder.name}-train", max_chars))
+        elif n.endswith("-title") or kind == "titles":
+            folder = Path(folder) if folder else data / n[:-len("-title")]
+            out.append(title_source(iter_jsonl(find_file(folder, "corpus")), f"{folder.name}-title",
+                                    f"{folder.name}-notitle/", max_chars))
     lex = [n for n in names if n in LEXICON_SOURCES]
     if lex:
         path = data / "lexicon" / "corpus.jsonl.gz"

@@ -157,6 +157,13 @@ def test_dense_teacher_equals_sentence_transformers():
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
+@needs_data
+def test_own_beir_folders(tmp_path):
+    src = T.load_sources(DATA, [f"qrels:{DATA / 'scifact'}", f"titles:{DATA / 'adi'}"])
+    assert [s.name for s in src] == ["scifact-train", "adi-title"]
+    assert len(src[0].queries) == 807 and src[1].doc_ids[0].startswith("adi-notitle/")
+
+
 def test_bad_input_errors(tmp_path, capsys):
     assert main(["train-data", "prepare", "--output", str(tmp_path), "--sources", "msmarco"]) == 2
     assert "unknown training source" in capsys.readouterr().err
