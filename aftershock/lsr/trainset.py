@@ -189,13 +189,15 @@ def heldout_query_ids(folder) -> set[str]:
     return set(read_qrels(path)) if path.is_file() else set()
 
 
-def heldout_texts(data_dir) -> set[str]:
-    """Normalised texts of every test query of the BEIR folders in ``data_dir`` (SciFact's train
-    qrels hold 2 claims worded exactly like test claims; such queries are dropped)."""
+def heldout_texts(data_dir, extra_folders: Iterable = ()) -> set[str]:
+    """Normalised texts of every test query of the BEIR folders in ``data_dir`` and ``extra_folders``
+    (SciFact's train qrels hold 2 claims worded exactly like test claims; such queries are dropped)."""
     from aftershock.eval.beir import find_file, iter_jsonl, record_id
 
     out = set()
-    for folder in sorted(p.parent.parent for p in Path(data_dir).glob("*/qrels/test.tsv")):
+    folders = {p.parent.parent for p in Path(data_dir).glob("*/qrels/test.tsv")}
+    folders |= {Path(f) for f in extra_folders if (Path(f) / "qrels" / "test.tsv").is_file()}
+    for folder in sorted(folders):
         ids = heldout_query_ids(folder)
         out |= {_norm(o.get("text") or "") for o in iter_jsonl(find_file(folder, "queries")) if record_id(o) in ids}
     return out
@@ -284,7 +286,7 @@ def load_sources(data_dir, names: Iterable[str] = SOURCES, lexicon_queries: int 
         for i, s in enumerate(srcs):
             s.queries = [s.queries[j] for i2, j in pick if i2 == i]
         out.extend(srcs)
-    heldout = heldout_texts(data)
+    heldout = heldout_texts(data, [n.partition(":")[2] for n in names if n.startswith(("qrels:", "titles:"))])
     for s in out:
         s.queries = [q for q in s.queries if _norm(q[1]) not in heldout]
     return out
