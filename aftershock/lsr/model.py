@@ -57,7 +57,10 @@ class ModelConfig:
 
     ``backbone``: a local Hugging Face masked-LM directory (or a saved `SparseModel` directory, to
     continue training it). ``idf``: an ``idf.json`` (token -> weight) for the inference-free query
-    side; by default the backbone directory's own ``idf.json``. ``query_counts``: an inference-free
+    side; by default the backbone directory's own ``idf.json``. ``idf_aware=False`` (an ablation:
+    inference-free SPLADE-doc without IDF) weighs every query token with an idf > 0 as 1, in training
+    and at query time, so the document FLOPS penalty no longer falls hardest on low-IDF tokens.
+    ``query_counts``: an inference-free
     query weighs ``idf(t) * count(t)`` (BM25's query side) instead of ``idf(t)`` once per token.
     ``learn_query_weights``: train a per-token factor ``exp(theta_t)`` on the IDF (theta starts at 0;
     tokens absent from the training queries keep their IDF); still a table lookup at query time, saved
@@ -67,6 +70,7 @@ class ModelConfig:
     backbone: str
     kind: str = "inference-free"
     idf: str | None = None
+    idf_aware: bool = True
     query_counts: bool = True
     learn_query_weights: bool = False
     literal_residual: bool = True
@@ -184,7 +188,8 @@ def _build_module_class():
             self.register_buffer("special", t.tensor(special, dtype=t.long), persistent=False)
             self.register_buffer("idf", t.zeros(len(self.vocab)), persistent=False)
             if cfg.kind == "inference-free":
-                self.idf.copy_(t.from_numpy(self._load_idf(path)))
+                idf = self._load_idf(path)
+                self.idf.copy_(t.from_numpy(idf if cfg.idf_aware else (idf > 0).astype(np.float32)))
             self.query_logw = (t.nn.Parameter(t.zeros(len(self.vocab)))
                                if cfg.learn_query_weights and cfg.kind == "inference-free" else None)
             self.window = focus_k(cfg, 1.0, len(self.vocab))  # inference: the window in force at the end of training
