@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Serve an index over HTTP: /search, /search/batch, /documents/{id}, /info, "
                                     "/health, /metrics, OpenAPI at /docs. Limits and switches: see README.")
     sv.add_argument("--index", required=True, help="index directory written by `aftershock build` (memory-mapped)")
-    sv.add_argument("--model", help="query encoder directory (local) for text queries; needs aftershock.lsr")
+    sv.add_argument("--model", default="default",
+                    help="query encoder for text queries: a local model directory, 'default' (the model shipped "
+                         "with Aftershock, used when its vocabulary fits the index) or 'none' (default: default)")
     sv.add_argument("--documents", help="BEIR corpus.jsonl[.gz] or id<TAB>text .tsv: texts for return_documents")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")

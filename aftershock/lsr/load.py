@@ -4,11 +4,44 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 from aftershock.errors import ConfigError, ModelFormatError
 from aftershock.lsr.base import SparseEncoder
 
-BUILTINS = ("bm25", "binary:<tokenizer dir>", "idf:<tokenizer dir>")
+BUILTINS = ("default", "bm25", "binary:<tokenizer dir>", "idf:<tokenizer dir>")
+DEFAULT_MODEL = "default"
+
+
+def default_model_dir():
+    """The model shipped inside the package (``aftershock/models/default``): an inference-free SPLADE
+    trained by ``aftershock train`` (its README gives the command, data and results)."""
+    from importlib import resources
+
+    from aftershock.errors import FormatError
+    from pathlib import Path
+
+    path = Path(str(resources.files("aftershock").joinpath("models", DEFAULT_MODEL)))
+    if not (path / "aftershock_encoder.json").is_file():
+        raise FormatError(f"the shipped model is missing from {path}; reinstall aftershock from a full source "
+                          "checkout (pip install -e .) or pass a model directory")
+    return path
+
+
+def load_query_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
+    """The encoder of the query side only: for an inference-free model just its tokenizer + IDF table
+    (no torch model is loaded), else `load_encoder`."""
+    name = str(name_or_dir)
+    if name == DEFAULT_MODEL:
+        name = str(default_model_dir())
+    meta = Path(name) / "aftershock_encoder.json"
+    if meta.is_file():
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if info.get("type") == "sparse-model" and info["config"]["kind"] == "inference-free":
+            from aftershock.lsr.model import query_side
+
+            return query_side(name, **kwargs)
+    return load_encoder(name, device=device, **kwargs)
 # options every caller may pass whatever the encoder; one that an encoder does not use is dropped
 GENERIC = {"batch_size", "query_max_length", "doc_max_length", "dtype", "long_documents", "stride", "top_k",
            "threshold", "progress", "errors", "pooling", "vocab_chunk", "chunk_bytes", "pack"}
@@ -41,11 +74,13 @@ def _make(cls, *args, **kwargs):
 def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     """Load an encoder from a local directory or a built-in name.
 
+    * ``"default"``: the model shipped with Aftershock (`default_model_dir`).
     * ``"bm25"``: `BM25` (unfitted: call ``enc.fit(corpus_texts)``); keyword arguments k1, b, ...
     * ``"binary:DIR"`` / ``"idf:DIR"``: `StaticEncoder` over the tokenizer in DIR (binary, or IDF
       from ``DIR/idf.json``; without it call ``enc.fit_idf(corpus_texts)``).
     * a sentence-transformers SparseEncoder directory (``modules.json``): SPLADE or inference-free.
-    * a directory written by `BM25.save` or `MLPEncoder.save_pretrained` (``aftershock_encoder.json``).
+    * a directory written by `BM25.save`, `MLPEncoder.save_pretrained` or `SparseModel.save`
+      (``aftershock_encoder.json``; a trained inference-free model gives `InferenceFree`).
     * a Hugging Face masked-LM directory (``config.json`` with a ``*ForMaskedLM`` architecture): `Splade`.
     * a directory with a tokenizer and ``idf.json`` but no model: the IDF `StaticEncoder`.
 
@@ -58,6 +93,8 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     from aftershock.lsr.static import StaticEncoder
 
     name = str(name_or_dir)
+    if name == DEFAULT_MODEL:
+        name = str(default_model_dir())
     if name.lower() == "bm25":
         return _make(BM25, **kwargs)
     for prefix in ("binary:", "idf:"):
@@ -76,6 +113,10 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
             return BM25.load(path)
         if kind == "mlp":
             return _make(MLPEncoder, path, device=device, **kwargs)
+        if kind == "sparse-model":
+            from aftershock.lsr.model import load_trained
+
+            return load_trained(path, device=device, **kwargs)
         raise ModelFormatError(f"{meta}: unknown encoder type {kind!r}")
     config = path / "config.json"
     if config.is_file():

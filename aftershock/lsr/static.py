@@ -35,7 +35,8 @@ def document_frequencies(token_ids: Iterable[Iterable[int]], dim: int) -> tuple[
 
 
 class StaticEncoder(SparseEncoder):
-    """w[t] = weight[t] for each distinct token t of the text (tokenizer only, no special tokens).
+    """w[t] = weight[t] for each distinct token t of the text (tokenizer only, no special tokens);
+    with ``counts=True``, w[t] = weight[t] * (number of times t occurs in the text).
 
     ``weights=None`` gives the binary encoder (every token weighs 1); `fit_idf` or an ``idf.json``
     (token -> weight) gives the inference-free IDF query encoder, score = sum_t idf(t) * w_d(t).
@@ -43,8 +44,9 @@ class StaticEncoder(SparseEncoder):
 
     def __init__(self, tokenizer_dir, weights: np.ndarray | None = None, batch_size: int = 256,
                  query_max_length: int | None = None, doc_max_length: int | None = None, progress: bool = False,
-                 errors: str = "replace", name: str | None = None):
+                 errors: str = "replace", name: str | None = None, counts: bool = False):
         super().__init__(batch_size, query_max_length, doc_max_length, progress, errors)
+        self.counts = bool(counts)
         self.path = model_dir(tokenizer_dir)
         self.tokenizer = load_tokenizer(self.path)
         self.vocab = tokenizer_vocab(self.tokenizer)
@@ -120,16 +122,19 @@ class StaticEncoder(SparseEncoder):
 
     # ---------------------------------------------------------------- encoding
     def _encode(self, texts, side):
-        rows, cols = [], []
+        rows, cols, tfs = [], [], []
         for s in range(0, len(texts), self.batch_size):
             for r, ids in enumerate(self.token_ids(texts[s:s + self.batch_size], self.max_length(side)), s):
-                u = np.unique(np.asarray(ids, dtype=np.int64))
-                u = u[~np.isin(u, self.special)]
-                rows.append(np.full(u.shape[0], r, np.int64))
-                cols.append(u)
+                u, c = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
+                keep = ~np.isin(u, self.special)
+                rows.append(np.full(int(keep.sum()), r, np.int64))
+                cols.append(u[keep])
+                tfs.append(c[keep])
         rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         cols_a = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         vals = np.ones(cols_a.shape[0], np.float32) if self.weights is None else self.weights[cols_a]
+        if self.counts and tfs:
+            vals = vals * np.concatenate(tfs).astype(np.float32)
         keep = vals > 0
         return csr_from_parts(len(texts), rows_a[keep], cols_a[keep], vals[keep])
 

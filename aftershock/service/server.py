@@ -22,21 +22,48 @@ ENV = "AFTERSHOCK_SERVE_CONFIG"
 
 
 def load_query_encoder(model_dir):
-    """``aftershock.lsr.load_encoder(model_dir, device="cpu")``, imported only when a model is asked for."""
-    if not Path(model_dir).is_dir():
-        raise FormatError(f"--model {model_dir} is not a directory; pass a local model directory (no downloads)")
+    """The query side of ``model_dir`` (`aftershock.lsr.load_query_encoder`, CPU): ``"default"`` is the
+    model shipped with Aftershock; imported only when a model is asked for."""
+    if str(model_dir) != "default" and not Path(model_dir).is_dir():
+        raise FormatError(f"--model {model_dir} is not a directory; pass a local model directory (no downloads), "
+                          "'default' (the shipped model) or 'none'")
     try:
-        from aftershock.lsr import load_encoder
+        from aftershock.lsr import load_query_encoder as load
     except ImportError as e:
         raise BackendUnavailableError(f"text queries need aftershock.lsr, which cannot be imported ({e}); install "
-                                      "the encoder extras (pip install 'aftershock[lsr]') or serve without --model")
-    return load_encoder(str(model_dir), device="cpu")
+                                      "the encoder extras (pip install 'aftershock[lsr]') or serve with --model none")
+    return load(str(model_dir), device="cpu")
 
 
-def build_app(index_dir, model=None, documents=None, settings: ServiceSettings | None = None):
+def _default_encoder(index):
+    """The shipped model when it fits the index (same vocabulary size) and its dependencies are
+    installed; otherwise None, with the reason logged (text queries then answer 422 no_encoder)."""
+    import logging
+
+    log = logging.getLogger("aftershock.service")
+    try:
+        enc = load_query_encoder("default")
+    except (BackendUnavailableError, FormatError, ImportError) as e:
+        log.warning("serving without a query encoder (text queries disabled): the default model is unavailable: %s", e)
+        return None
+    if enc.dim != index.dim:
+        log.warning("serving without a query encoder: the default model's vocabulary has %d terms but the index's "
+                    "dim is %d; pass --model DIR with the index's encoder", enc.dim, index.dim)
+        return None
+    return enc
+
+
+def build_app(index_dir, model="default", documents=None, settings: ServiceSettings | None = None):
+    """``model``: a model directory, ``"default"`` (the shipped model, used when it fits the index) or
+    None / ``"none"`` (no text queries)."""
     meta = read_meta(index_dir)
     index = load_index(index_dir, mmap=True)
-    encoder = load_query_encoder(model) if model else None
+    if model is None or str(model).lower() == "none":
+        encoder = None
+    elif str(model) == "default":
+        encoder = _default_encoder(index)
+    else:
+        encoder = load_query_encoder(model)
     docs = load_documents(documents) if documents else None
     return create_app(index, encoder=encoder, settings=settings, documents=docs, meta=meta)
 
@@ -48,7 +75,7 @@ def app_from_env():
                      ServiceSettings.from_json(cfg["settings"]))
 
 
-def serve(index_dir, model=None, documents=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+def serve(index_dir, model="default", documents=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           settings: ServiceSettings | None = None, log_level: str = "info", access_log: bool = False) -> None:
     import uvicorn
 
