@@ -7,6 +7,7 @@ ones; relative paths are resolved against the config file's folder)::
     [model]                      # keyword arguments of aftershock.lsr.model.ModelConfig
     backbone = "../shared/models/splade-tiny"
     kind = "inference-free"      # or "splade"
+    idf = "idf.json"             # inference-free query weights (token -> idf)
 
     [data]
     train = "train.jsonl"        # one query per line, see below
@@ -177,11 +178,15 @@ class TrainConfig:
             value = getattr(self.data, name)
             setattr(self.data, name, resolve(value) or value)
         self.run.output = resolve(self.run.output) or self.run.output
-        backbone = self.model.get("backbone")
-        if isinstance(backbone, str) and not Path(backbone).is_absolute() and (base / backbone).exists():
-            self.model["backbone"] = str(base / backbone)
+        for key in ("backbone", "idf"):  # model paths, when they exist relative to the config file
+            value = self.model.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+                self.model[key] = str(base / value)
 
     def validate(self) -> None:
+        from aftershock.lsr.model import ModelConfig
+
+        ModelConfig.from_dict(self.model)  # unknown / missing [model] keys, bad kind
         d, lo, o, r = self.data, self.loss, self.optim, self.run
         if not d.train:
             raise ConfigError("data.train is not set; give the training JSONL path in [data] train = \"...\"")
@@ -366,16 +371,7 @@ def _batch(records: list[Record], rng: np.random.Generator, n_negatives: int):
 def _build_model(cfg: TrainConfig, device):
     from aftershock.lsr.model import ModelConfig, SparseModel
 
-    if dataclasses.is_dataclass(ModelConfig):
-        valid = [f.name for f in dataclasses.fields(ModelConfig)]
-        for key in cfg.model:
-            if key not in valid:
-                raise ConfigError(f"unknown key {key!r} in [model]; valid keys: {', '.join(valid)}")
-    try:
-        mcfg = ModelConfig(**cfg.model)
-    except TypeError as e:
-        raise ConfigError(f"[model]: {e}") from None
-    return SparseModel.from_config(mcfg, device=str(device))
+    return SparseModel.from_config(ModelConfig.from_dict(cfg.model), device=str(device))
 
 
 def _lr_factor(warmup: int, total: int):
