@@ -299,7 +299,7 @@ def _read_records(path, corpus, n_negatives: int, *, training: bool) -> tuple[li
     records, skipped = [], {"no_positive": 0, "too_few_negatives": 0}
     for lineno, obj in raw:
         docs = [texts[str(i)] for i in obj["doc_ids"]] if "doc_ids" in obj else obj["docs"]
-        labels = obj.get("labels") or [1] + [0] * (len(docs) - 1)
+        labels = obj["labels"] if obj.get("labels") is not None else [1] + [0] * (len(docs) - 1) if docs else []
         pos = [j for j, y in enumerate(labels) if y > 0]
         neg = [j for j, y in enumerate(labels) if y <= 0]
         if not pos:

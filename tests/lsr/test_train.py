@@ -189,6 +189,21 @@ def test_resume_and_fresh_start_guards(run, tmp_path):
         train(cfg, resume=True)
 
 
+def test_splade_kind_all_losses_grad_accum(run, tmp_path):
+    """A trainable query side (kind="splade"): query FLOPS/L1 apply; MarginMSE and gradient accumulation."""
+    folder, _, _ = run
+    cfg = TrainConfig.from_toml(write_config(tmp_path, folder / "train.jsonl", model__kind="splade",
+                                             loss__ranking={"infonce": 1.0, "kl": 0.5, "margin_mse": 0.1},
+                                             loss__flops_query=1e-3, loss__l1_query=1e-3, optim__grad_accum=2,
+                                             optim__max_steps=1, run__eval_every=0, data__dev_fraction=0.0))
+    summary = train(cfg)
+    log = [r for r in read_log(tmp_path / "out") if "loss" in r]
+    assert [r["step"] for r in log] == [1] and summary["dev_queries"] == 0 and summary["best_dev_mrr10"] is None
+    assert {"infonce", "kl", "margin_mse", "flops_query"} <= log[0].keys()
+    assert all(np.isfinite(r[k]) for r in log for k in ("loss", "margin_mse", "flops_query"))
+    assert (tmp_path / "out" / "model").is_dir()  # no dev set: the final model
+
+
 def test_lr_factor():
     f = _lr_factor(4, 12)
     assert [f(s) for s in range(12)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8,
@@ -255,12 +270,13 @@ def test_record_errors_name_the_line(tmp_path):
 
 def test_unusable_records_are_skipped_with_a_count(tmp_path):
     good = {"qid": "a", "query": "x", "docs": ["p", "n1", "n2", "n3"]}
-    records = [good, {**good, "qid": "b", "labels": [0, 0, 0, 0]}, {**good, "qid": "c", "docs": ["p", "n"]}]
+    records = [good, {**good, "qid": "b", "labels": [0, 0, 0, 0]}, {**good, "qid": "c", "docs": ["p", "n"]},
+               {**good, "qid": "d", "docs": []}]
     cfg = TrainConfig.from_toml(_tiny(tmp_path, records, data__dev_fraction=0.0))
-    with pytest.warns(UserWarning, match="skipped 2 of 3 records: 1 without a positive label, 1 with fewer than "
+    with pytest.warns(UserWarning, match="skipped 3 of 4 records: 2 without a positive label, 1 with fewer than "
                                          "n_negatives=2"):
         train_set, _, skipped = load_data(cfg)
-    assert [r.qid for r in train_set] == ["a"] and skipped == {"no_positive": 1, "too_few_negatives": 1}
+    assert [r.qid for r in train_set] == ["a"] and skipped == {"no_positive": 2, "too_few_negatives": 1}
 
 
 # ---------------------------------------------------------------------------------------------- CLI
