@@ -20,6 +20,7 @@ ones; relative paths are resolved against the config file's folder)::
 
     [loss]
     ranking = { infonce = 1.0, kl = 0.0, margin_mse = 0.0 }   # weights; kl/margin_mse need "teacher"
+    infonce_temperature = 1.0   # scores / τ before the softmax (IDF-weighted scores are large: try τ > 1)
     kl_temperature = 1.0
     flops_doc = 1e-3             # λ of FLOPS on documents (IDF-aware for an inference-free model)
     flops_query = 0.0            # λ of FLOPS / L1 on queries: only for a model with a trainable query side
@@ -42,7 +43,7 @@ ones; relative paths are resolved against the config file's folder)::
     output = "runs/train"
     device = "auto"              # cpu, cuda, cuda:N, auto
     log_every = 10
-    eval_every = 0               # 0 = at the end only
+    eval_every = 0               # 0 = at the start and the end only
     checkpoint_every = 0         # 0 = at the end only
     keep_checkpoints = 2
 
@@ -102,6 +103,7 @@ class DataConfig:
 @dataclass
 class LossConfig:
     ranking: dict = field(default_factory=lambda: {"infonce": 1.0})
+    infonce_temperature: float = 1.0
     kl_temperature: float = 1.0
     flops_doc: float = 1e-3
     flops_query: float = 0.0
@@ -204,7 +206,7 @@ class TrainConfig:
             raise ConfigError(f"loss.ranking={lo.ranking} has no weight > 0; e.g. ranking = {{ infonce = 1.0 }}")
         if self.uses_teacher and d.n_negatives < 1:
             raise ConfigError("loss.ranking kl / margin_mse compare a query's candidates: data.n_negatives must be >= 1")
-        for name in ("kl_temperature", "lr"):
+        for name in ("infonce_temperature", "kl_temperature", "lr"):
             value = getattr(o if name == "lr" else lo, name)
             if not value > 0:
                 raise ConfigError(f"{'optim' if name == 'lr' else 'loss'}.{name}={value} must be > 0")
@@ -486,7 +488,7 @@ class Trainer:
         w = lo.ranking
         if w.get("infonce", 0) > 0:
             pos = torch.arange(len(queries), device=d.device) * n
-            parts["infonce"] = losses.infonce(q, d, pos)
+            parts["infonce"] = losses.infonce(q, d, pos, lo.infonce_temperature)
             total = total + w["infonce"] * parts["infonce"]
         if self.cfg.uses_teacher:
             student = torch.einsum("bv,bnv->bn", q, d.view(len(queries), n, -1))
@@ -623,6 +625,9 @@ class Trainer:
         window, docs, elapsed = [], 0, 0.0
         print(f"training {len(self.train_set)} queries ({len(self.dev_set)} dev) for {self.total} steps on "
               f"{self.device}; output {self.out}", flush=True)
+        if self.step == 0 and self.dev_set:  # the starting point, for reference
+            self.model.set_progress(0, self.total)
+            self._maybe_eval()
         while self.step < self.total:
             t0 = time.perf_counter()
             stats, n_docs, lr, lam = self._train_step()
