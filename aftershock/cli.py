@@ -200,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     td.set_defaults(func=cmd_train_data)
 
+    # train ---------------------------------------------------------------------------------------
+    tr = sub.add_parser("train", help="train a sparse encoder from a TOML config (aftershock.lsr.train)",
+                        description="Train a sparse encoder: AdamW, linear LR warm-up/decay, FLOPS with quadratic "
+                                    "warm-up, InfoNCE/KL/MarginMSE, checkpoints; writes log.jsonl, model/ and "
+                                    "summary.json under [run] output. Config keys: see aftershock.lsr.train.")
+    tr.add_argument("--config", required=True, help="config.toml ([model], [data], [loss], [optim], [run])")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in [run] output")
+    tr.add_argument("--device", help="override [run] device (cpu, cuda, cuda:N, auto)")
+    tr.add_argument("--max-steps", type=_positive_int, help="override [optim] max_steps")
+    tr.set_defaults(func=cmd_train)
+
     # bench (arguments are passed through untouched; see _dispatch_bench) -------------------------
     be = sub.add_parser("bench", help="benchmarks: `aftershock bench ann --help`",
                         description="Run a benchmark suite; the remaining arguments go to the suite.")
@@ -573,6 +584,21 @@ def cmd_serve(args) -> int:
                                collection=args.collection)
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,
           workers=args.workers, settings=settings, access_log=args.access_log)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from aftershock.lsr.train import TrainConfig, train
+
+    config = TrainConfig.from_toml(args.config)
+    if args.device:
+        config.run.device = args.device
+    if args.max_steps:
+        config.optim.max_steps = args.max_steps
+    summary = train(config, resume=args.resume)
+    print(f"done: {summary['steps']} steps, best dev MRR@10 {summary['best_dev_mrr10']} (step {summary['best_step']}); "
+          f"model in {summary['model']}")
     return 0
 
 
