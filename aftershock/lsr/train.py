@@ -10,7 +10,7 @@ ones; relative paths are resolved against the config file's folder)::
     idf = "idf.json"             # inference-free query weights (token -> idf)
 
     [data]
-    train = "train.jsonl"        # one query per line, see below
+    train = "train.jsonl"        # one query per line, see below (.jsonl or .jsonl.gz)
     corpus = "corpus.jsonl.gz"   # BEIR {"_id","title","text"}: texts of records that give doc_ids
     dev = "dev.jsonl"            # optional; else dev_fraction of the train queries (by a hash of qid)
     dev_fraction = 0.1
@@ -66,6 +66,7 @@ without a dev set) and ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import math
@@ -292,7 +293,7 @@ def _read_records(path, corpus, n_negatives: int, *, training: bool) -> tuple[li
     if not path.is_file():
         raise ConfigError(f"training data {path} does not exist; set [data] train / dev to a JSONL file")
     raw = []
-    with open(path, encoding="utf-8") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 raw.append((lineno, _parse_line(path, lineno, line)))
@@ -535,22 +536,33 @@ class Trainer:
         return stats, n_docs, lr, lam
 
     # -- evaluation: MRR@10 reranking each dev query's candidates
-    def evaluate(self) -> float | None:
+    def evaluate(self, docs_per_call: int = 128) -> float | None:
+        """Mean reciprocal rank (cut at 10) of each dev query's best positive among its own candidates;
+        a tie with a negative counts against the positive. Queries are encoded in groups whose
+        candidates fill about ``docs_per_call`` documents."""
         import torch
 
         if not self.dev_set:
             return None
         d_cfg = self.cfg.data
         self.model.eval()
-        rr = []
+        rr, groups, size = [], [[]], 0
+        for r in self.dev_set:
+            if size and size + len(r.docs) > docs_per_call:
+                groups.append([])
+                size = 0
+            groups[-1].append(r)
+            size += len(r.docs)
         with torch.no_grad(), self._autocast():
-            for r in self.dev_set:
-                q = self.model.encode_queries([r.query], max_length=d_cfg.max_query_length).float()
-                scores = torch.cat([q @ self.model.encode_docs(r.docs[i:i + 64], max_length=d_cfg.max_doc_length).float().T
-                                    for i in range(0, len(r.docs), 64)], dim=1)[0].cpu().numpy()
-                best = scores[r.positives].max()
-                rank = 1 + int((scores[r.negatives] >= best).sum())  # ties count against the positive
-                rr.append(1.0 / rank if rank <= 10 else 0.0)
+            for group in groups:
+                q = self.model.encode_queries([r.query for r in group], max_length=d_cfg.max_query_length).float()
+                d = self.model.encode_docs([t for r in group for t in r.docs], max_length=d_cfg.max_doc_length)
+                start = 0
+                for i, r in enumerate(group):
+                    scores = (d[start:start + len(r.docs)].float() @ q[i]).cpu().numpy()
+                    start += len(r.docs)
+                    rank = 1 + int((scores[r.negatives] >= scores[r.positives].max()).sum())
+                    rr.append(1.0 / rank if rank <= 10 else 0.0)
         return float(np.mean(rr))
 
     # -- checkpoints

@@ -279,6 +279,18 @@ def test_unusable_records_are_skipped_with_a_count(tmp_path):
     assert [r.qid for r in train_set] == ["a"] and skipped == {"no_positive": 2, "too_few_negatives": 1}
 
 
+def test_gzipped_records_with_extra_fields(tmp_path):
+    """train/dev files may be .jsonl.gz; fields the trainer does not use (e.g. per-teacher "scores") are ignored."""
+    cfg = TrainConfig.from_toml(_tiny(tmp_path, data__dev_fraction=0.0))
+    rec = {"qid": "g", "query": "heart", "docs": ["heart", "lung", "liver"], "labels": [1, 0, 0],
+           "teacher": [3.0, 1.0, 0.5], "scores": {"bm25": [1, 2, 3]}, "source": "test"}
+    with gzip.open(tmp_path / "t.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+    cfg.data.train = str(tmp_path / "t.jsonl.gz")
+    train_set, _, _ = load_data(cfg)
+    assert [(r.qid, r.positives, r.negatives, r.teacher) for r in train_set] == [("g", [0], [1, 2], [3.0, 1.0, 0.5])]
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_train(tmp_path):
     cfg = _tiny(tmp_path, data__dev_fraction=0.0, optim__batch_size=2,
