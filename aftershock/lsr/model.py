@@ -338,7 +338,7 @@ def _build_module_class():
             feats = t.cat([hidden.float(), t.log1p(tf)[..., None],
                            t.log(length / 64.0)[:, None, :].expand(-1, ids.shape[1], 1)], dim=-1)
             gate, mag = self.literal(feats).unbind(-1)
-            comp = t.sigmoid(gate) * t.nn.functional.softplus(mag)       # (B, L) >= 0
+            comp = (t.sigmoid(gate) * t.nn.functional.softplus(mag)).float()  # (B, L) >= 0
             comp = comp.masked_fill(tf == 0, 0.0)                         # padding and special tokens
             return t.zeros_like(counts).scatter_reduce(1, ids, comp, "amax", include_self=True)
 
