@@ -34,6 +34,7 @@ and why:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -253,10 +254,9 @@ def _build_module_class():
             path.mkdir(parents=True, exist_ok=True)
             setattr(*self._slot, self._decoder_ref[0])
             try:
-                state = None
-                if dtype == "fp16":
-                    state = {k: v.detach().half() for k, v in self.mlm.state_dict().items()}
-                self.mlm.save_pretrained(str(path), state_dict=state)
+                # a half copy keeps the tied embedding/decoder weights tied (saved once)
+                mlm = copy.deepcopy(self.mlm).half() if dtype == "fp16" else self.mlm
+                mlm.save_pretrained(str(path))
             finally:
                 setattr(*self._slot, t.nn.Identity())
             self.tokenizer.save_pretrained(str(path))
