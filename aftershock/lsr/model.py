@@ -315,7 +315,7 @@ def _build_module_class():
             """(B, V) non-negative weights; differentiable unless called under no_grad / inference_mode."""
             hidden = self.mlm(input_ids=ids, attention_mask=mask).logits  # (B, L, H): head before projection
             keep = mask.bool()
-            neg = t.finfo(hidden.dtype).min
+            neg = float("-inf")  # any dtype (the projection is bf16 under autocast)
             if t.is_grad_enabled():
                 logits = t.nn.functional.linear(hidden, self.weight, self.bias)
                 pooled = logits.masked_fill(~keep[:, :, None], neg).amax(1)
