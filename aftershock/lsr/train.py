@@ -553,10 +553,12 @@ class Trainer:
                 size = 0
             groups[-1].append(r)
             size += len(r.docs)
-        with torch.no_grad(), self._autocast():
-            for group in groups:
-                q = self.model.encode_queries([r.query for r in group], max_length=d_cfg.max_query_length).float()
+        for group in groups:
+            with torch.no_grad(), self._autocast():
+                q = self.model.encode_queries([r.query for r in group], max_length=d_cfg.max_query_length)
                 d = self.model.encode_docs([t for r in group for t in r.docs], max_length=d_cfg.max_doc_length)
+            q, d = q.float(), d.float()  # scores in fp32, outside autocast (as in training)
+            with torch.no_grad():
                 start = 0
                 for i, r in enumerate(group):
                     scores = (d[start:start + len(r.docs)].float() @ q[i]).cpu().numpy()

@@ -13,7 +13,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=$PWD:/tmp/site
 mkdir -p ../shared/models && cp -r $D/splade-tiny ../shared/models/ || exit 1   # default.toml's backbone path
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-if ! zcat $D/td/dev.jsonl.gz | head -1 | grep -q '"splade-tiny"'; then
+if ! python3 -c "import gzip,json,sys; sys.exit('splade-tiny' not in json.loads(gzip.open('$D/td/dev.jsonl.gz').readline())['scores'])"; then
   python3 -m aftershock train-data score --input $D/td --output $D/td --no-corpus --device cuda --batch-size 256 \
       --teacher splade-tiny=sparse:$D/splade-tiny 2>&1 | grep -v "Loading weights" | tee "$OUT/score.log"
   cp $D/td/train.jsonl.gz $D/td/dev.jsonl.gz "$OUT/"
