@@ -428,8 +428,8 @@ def cmd_demo(args) -> int:
     n_threads = SearchParams(threads=threads).n_threads()
     k = 10
     qids = [str(q) for q in queries.ids]
-    print(f"Aftershock demo: Cranfield, {len(docs)} docs, {len(queries)} queries, SPLADE-tiny vectors "
-          f"(dim {docs.dim}), {n_threads} thread(s)")
+    print(f"Aftershock demo: Cranfield, {len(docs)} docs, {len(queries)} queries, encoded by the shipped model "
+          f"(aftershock/models/default: inference-free, dim {docs.dim}), {n_threads} thread(s)")
     print(f"  nnz/doc {docs.nnz / len(docs):.1f}, nnz/query {queries.nnz / len(queries):.1f}; "
           f"Seismic config: {', '.join(f'{a}={b}' for a, b in DEMO_CONFIG.items())}")
 

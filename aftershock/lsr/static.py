@@ -4,6 +4,7 @@ document encoder over the same vocabulary)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Iterable
@@ -51,6 +52,7 @@ class StaticEncoder(SparseEncoder):
         self.tokenizer = load_tokenizer(self.path)
         self.vocab = tokenizer_vocab(self.tokenizer)
         self.special = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        self._rust: dict = {}  # max length -> Rust tokenizer copy
         self.weights = None if weights is None else self._check_weights(weights)
         self.name = name or ("idf" if weights is not None else "binary")
 
@@ -66,6 +68,13 @@ class StaticEncoder(SparseEncoder):
     # ---------------------------------------------------------------- IDF
     def token_ids(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
         limit = max_length or model_max_length(self.tokenizer)
+        rt = self._rust.get(limit)
+        if rt is None and getattr(self.tokenizer, "backend_tokenizer", None) is not None:
+            rt = self._rust[limit] = copy.deepcopy(self.tokenizer.backend_tokenizer)  # the Rust tokenizer:
+            rt.no_padding()                                                         # no per-call overhead
+            rt.enable_truncation(max_length=limit)
+        if rt is not None:
+            return [e.ids for e in rt.encode_batch(list(texts), add_special_tokens=False)]
         enc = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)
         return enc["input_ids"]
 
@@ -122,19 +131,19 @@ class StaticEncoder(SparseEncoder):
 
     # ---------------------------------------------------------------- encoding
     def _encode(self, texts, side):
-        rows, cols, tfs = [], [], []
+        V = len(self.vocab)
+        keys = []
         for s in range(0, len(texts), self.batch_size):
             for r, ids in enumerate(self.token_ids(texts[s:s + self.batch_size], self.max_length(side)), s):
-                u, c = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
-                keep = ~np.isin(u, self.special)
-                rows.append(np.full(int(keep.sum()), r, np.int64))
-                cols.append(u[keep])
-                tfs.append(c[keep])
-        rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        cols_a = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+                keys.append(np.asarray(ids, dtype=np.int64) + r * V)
+        # one sort for all texts: key = row * V + token id -> (row, token, count)
+        u, c = np.unique(np.concatenate(keys) if keys else np.zeros(0, np.int64), return_counts=True)
+        rows_a, cols_a = u // V, u % V
+        keep = ~np.isin(cols_a, self.special)
+        rows_a, cols_a, c = rows_a[keep], cols_a[keep], c[keep]
         vals = np.ones(cols_a.shape[0], np.float32) if self.weights is None else self.weights[cols_a]
-        if self.counts and tfs:
-            vals = vals * np.concatenate(tfs).astype(np.float32)
+        if self.counts:
+            vals = vals * c.astype(np.float32)
         keep = vals > 0
         return csr_from_parts(len(texts), rows_a[keep], cols_a[keep], vals[keep])
 

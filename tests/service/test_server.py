@@ -141,3 +141,43 @@ def test_text_search_with_the_real_encoder(index_dir, seismic_index):
     q = load_encoder(str(model), device="cpu").encode_queries([text])
     res = seismic_index.search(q, 5)
     assert [h["id"] for h in r.json()["hits"]] == [str(seismic_index.doc_ids[j]) for j in res.ids[0] if j >= 0]
+
+
+def test_default_model_serves_text_queries_without_torch_model(index_dir, seismic_index):
+    """With no --model the shipped model's query side (tokenizer + IDF, no torch forward) encodes text."""
+    pytest.importorskip("transformers")
+    from fastapi.testclient import TestClient
+
+    from aftershock.lsr import StaticEncoder, load_query_encoder
+    from aftershock.service import build_app
+
+    enc = load_query_encoder("default")
+    assert isinstance(enc, StaticEncoder)
+    app = build_app(index_dir)  # model="default"
+    text = "what is the lift of a delta wing"
+    with TestClient(app) as c:
+        info = c.get("/info").json()
+        assert info["encoder"] == "default"
+        r = c.post("/search", json={"query": text, "k": 5})
+        assert r.status_code == 200, r.text
+    res = seismic_index.search(enc.encode_queries([text]), 5)
+    assert [h["id"] for h in r.json()["hits"]] == [str(seismic_index.doc_ids[j]) for j in res.ids[0] if j >= 0]
+
+
+def test_default_model_is_skipped_when_its_vocabulary_does_not_fit(tmp_path, caplog):
+    import numpy as np
+
+    from aftershock.index import SparseBatch
+    from aftershock.seismic import ExactIndex
+    from aftershock.service import build_app
+
+    docs = SparseBatch.from_dense(np.eye(4, 100, dtype=np.float32), ids=[f"d{i}" for i in range(4)])
+    ExactIndex.build(docs).save(tmp_path / "small")
+    with caplog.at_level("WARNING", logger="aftershock.service"):
+        app = build_app(tmp_path / "small")
+    assert "dim is 100" in caplog.text
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        r = c.post("/search", json={"query": "anything", "k": 2})
+        assert r.status_code == 422 and r.json()["error"] == "no_encoder"
