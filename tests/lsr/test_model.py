@@ -131,3 +131,22 @@ def test_query_counts_and_learned_query_weights(idf_json, tmp_path):
     qv = load_encoder(tmp_path / "m").encode_queries(["glucose levels glucose"])
     w = dict(zip(qv.indices.tolist(), qv.values.tolist()))
     assert w[tid] == pytest.approx(2 * 3 * float(m.idf[tid]), rel=1e-5)  # saved table = idf * exp(theta), x count
+
+
+@needs_model
+@needs_data
+def test_bf16_autocast_forward_matches_fp32(idf_json):
+    """Under bf16 autocast (the GPU path) the vocabulary projection is bf16; masking its padding must not
+    overflow, and the weights stay close to fp32 ones."""
+    from aftershock.lsr.model import SparseModel
+
+    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json))).eval()
+    texts = DOCS + ["a short one"]  # padding in the batch
+    with torch.no_grad():
+        ref = m.encode_docs(texts)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m.encode_docs(texts)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert (low - ref).abs().max() < 0.1 * ref.max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training path (grad enabled)
+        assert torch.isfinite(m.encode_docs(texts)).all()

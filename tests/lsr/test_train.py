@@ -204,6 +204,25 @@ def test_splade_kind_all_losses_grad_accum(run, tmp_path):
     assert (tmp_path / "out" / "model").is_dir()  # no dev set: the final model
 
 
+def test_bf16_autocast_steps_and_dev_eval(run, tmp_path, monkeypatch):
+    """The CUDA path's bf16 autocast, run under CPU autocast: training steps, the literal residual,
+    the focusing window and the dev evaluation (whose scores must be fp32 for numpy) all work."""
+    import torch
+
+    from aftershock.lsr.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_autocast", lambda self: torch.autocast("cpu", dtype=torch.bfloat16))
+    folder, _, _ = run
+    cfg = TrainConfig.from_toml(write_config(tmp_path, folder / "train.jsonl", model__focus_start_k=16,
+                                             model__idf=str(folder / "idf.json"),
+                                             optim__max_steps=2, run__eval_every=1, run__checkpoint_every=0))
+    summary = train(cfg)
+    log = read_log(tmp_path / "out")
+    assert [r["step"] for r in log if "dev_mrr10" in r] == [0, 1, 2]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert 0 <= summary["best_dev_mrr10"] <= 1
+
+
 def test_lr_factor():
     f = _lr_factor(4, 12)
     assert [f(s) for s in range(12)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8,
