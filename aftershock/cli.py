@@ -1,5 +1,5 @@
-"""The ``aftershock`` console script: ``build``, ``search``, ``demo``, ``bench``, ``encode``, ``eval``, ``serve`` and
-``train-data`` subcommands.
+"""The ``aftershock`` console script: ``build``, ``search``, ``demo``, ``bench``, ``encode``, ``eval``, ``serve``,
+``train-data`` and ``train`` subcommands.
 
 `main(argv)` returns an exit status and never raises for user errors: an `AftershockError` (or a
 missing file) is printed as ``aftershock: error: <message>`` on stderr, with exit status 2.

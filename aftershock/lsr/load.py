@@ -19,7 +19,6 @@ def default_model_dir():
     from importlib import resources
 
     from aftershock.errors import FormatError
-    from pathlib import Path
 
     path = Path(str(resources.files("aftershock").joinpath("models", DEFAULT_MODEL)))
     if not (path / "aftershock_encoder.json").is_file():

@@ -135,17 +135,14 @@ def _torch():
     return torch
 
 
-class _Literal:
-    """Factory for the literal-residual head: gate and magnitude from [h_i, log1p(tf), log(len/64)]."""
-
-    @staticmethod
-    def make(hidden: int, gate_init: float):
-        t = _torch()
-        head = t.nn.Linear(hidden + 2, 2)
-        t.nn.init.normal_(head.weight, std=0.02)
-        with t.no_grad():
-            head.bias.copy_(t.tensor([gate_init, 0.0]))
-        return head
+def _literal_head(hidden: int, gate_init: float):
+    """The literal residual's head: (gate, magnitude) from [h_i, log1p(tf), log(len/64)]."""
+    t = _torch()
+    head = t.nn.Linear(hidden + 2, 2)
+    t.nn.init.normal_(head.weight, std=0.02)
+    with t.no_grad():
+        head.bias.copy_(t.tensor([gate_init, 0.0]))
+    return head
 
 
 def _build_module_class():
@@ -184,7 +181,7 @@ def _build_module_class():
                 raise ModelFormatError(f"{path}: the tokenizer has {len(self.vocab)} tokens but the model's output "
                                        f"layer {self.weight.shape[0]}; they must be the same vocabulary")
             hidden = self.weight.shape[1]
-            self.literal = _Literal.make(hidden, cfg.literal_gate_init) if cfg.literal_residual else None
+            self.literal = _literal_head(hidden, cfg.literal_gate_init) if cfg.literal_residual else None
             special = sorted(set(self.tokenizer.all_special_ids))
             self.register_buffer("special", t.tensor(special, dtype=t.long), persistent=False)
             self.register_buffer("idf", t.zeros(len(self.vocab)), persistent=False)
