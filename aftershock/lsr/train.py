@@ -319,16 +319,12 @@ def _read_records(path, corpus, n_negatives: int, *, training: bool) -> tuple[li
 
 
 def _corpus_texts(corpus, needed: set, source: Path) -> dict:
-    from aftershock.eval.beir import doc_text, iter_jsonl, record_id
+    from aftershock.lsr.trainset import read_corpus
 
     if not corpus:
         raise ConfigError(f"{source} gives doc_ids but data.corpus is not set; set [data] corpus = "
                           "\"corpus.jsonl[.gz]\" (BEIR _id/title/text) or give the texts inline as 'docs'")
-    texts = {}
-    for obj in iter_jsonl(corpus):
-        rid = record_id(obj)
-        if rid in needed:
-            texts[rid] = doc_text(obj)
+    texts = read_corpus(corpus, needed)
     missing = needed - texts.keys()
     if missing:
         raise FormatError(f"{source}: {len(missing)} doc ids are not in the corpus {corpus}, e.g. "

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     def record(system: str, extra: dict, kw: dict) -> None:
         for ds in datasets:
             for row in evaluate(ds, [system], k=1000, encoder_kwargs=kw):
-                if row["index"] not in ("exact",):
+                if row["index"] != "exact":
                     continue
                 row = {**row, **extra, "system": extra.get("name", row["system"])}
                 with open(table, "a") as f:
