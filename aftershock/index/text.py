@@ -53,10 +53,11 @@ def _stem(path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
-def iter_jsonl_records(path) -> Iterator[dict]:
-    """The JSON objects of a JSONL file (``.gz`` aware), one per non-empty line."""
-    for _, obj in _numbered_records(path):
-        yield obj
+def iter_jsonl_records(path, line_numbers: bool = False) -> Iterator:
+    """The JSON objects of a JSONL file (``.gz`` aware), one per non-empty line; ``(line number, object)``
+    pairs with ``line_numbers=True`` (for messages that point into the file)."""
+    for lineno, obj in _numbered_records(path):
+        yield (lineno, obj) if line_numbers else obj
 
 
 def _numbered_records(path) -> Iterator[tuple[int, dict]]:
