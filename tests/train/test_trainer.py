@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsr"))
 from _shared import DATA, MODEL, needs_model  # noqa: E402
 
 torch = pytest.importorskip("torch")
