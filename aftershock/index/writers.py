@@ -91,10 +91,12 @@ class ParquetWriter(VectorWriter):
         self.writer.write_table(table, row_group_size=self.row_group_size)
 
     def close(self):
+        if self.writer is False:
+            return
         if self.writer is None:  # no rows: still a valid, empty file
-            self.writer = None
             self._write(SparseBatch.from_arrays([0], [], [], ids=[], dim=self.dim))
         self.writer.close()
+        self.writer = False
 
 
 class JsonlWriter(VectorWriter):
