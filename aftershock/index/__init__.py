@@ -20,6 +20,7 @@ from aftershock.index.result import SearchResult
 from aftershock.index.store import FORMAT_VERSION, load_dir, read_meta, save_dir
 from aftershock.index.text import (
     Document,
+    check_trec_id,
     doc_text,
     find_beir_file,
     iter_beir,
@@ -34,6 +35,7 @@ from aftershock.index.text import (
     read_queries,
     read_trec_run,
     record_id,
+    trec_lines,
     write_ids,
     write_jsonl_records,
     write_trec_run,
@@ -47,4 +49,5 @@ __all__ = [
     "guess_format", "open_vector_writer", "open_text", "iter_jsonl_records", "read_jsonl_records",
     "write_jsonl_records", "Document", "doc_text", "record_id", "find_beir_file", "iter_beir", "iter_corpus",
     "read_corpus", "read_documents", "read_queries", "read_qrels", "read_trec_run", "write_trec_run",
+    "trec_lines", "check_trec_id",
 ]

@@ -8,7 +8,8 @@ qrels, TREC runs and id files. Every other room reads and writes these files thr
 * BEIR: `iter_beir` (records with ``_id`` or ``id``), `iter_corpus` (`Document(id, title, text)`),
   `read_corpus` (id -> joined text), `read_documents` (id -> {title, text}; also ``id<TAB>text`` .tsv),
   `read_queries`, `read_qrels`, `find_beir_file`.
-* TREC runs: `write_trec_run` / `read_trec_run` (``qid Q0 docid rank score tag``), `trec_lines`.
+* TREC runs: `write_trec_run` / `read_trec_run` (``qid Q0 docid rank score tag``), `trec_lines`,
+  `check_trec_id`.
 * id files: `read_ids` / `write_ids` (one id per line).
 """
 
@@ -198,9 +199,21 @@ def read_qrels(path) -> dict[str, dict[str, int]]:
 
 
 # ---------------------------------------------------------------------------------------------- TREC runs
+def check_trec_id(value: str, what: str = "id") -> str:
+    """A query id, document id or run tag a TREC line can hold: not empty, no whitespace."""
+    if not value or any(c.isspace() for c in value):
+        raise FormatError(f"{what} {value!r} is empty or contains whitespace, which a TREC run cannot hold; "
+                          "fix the id file")
+    return value
+
+
 def trec_lines(qid: str, doc_ids: Iterable[str], scores: Iterable[float], tag: str) -> list[str]:
-    """``qid Q0 docid rank score tag`` lines (rank from 1, in the order given, score to 6 decimals)."""
-    return [f"{qid} Q0 {d} {rank} {s:.6f} {tag}\n" for rank, (d, s) in enumerate(zip(doc_ids, scores), 1)]
+    """``qid Q0 docid rank score tag`` lines: rank from 1 in the order given, the score with 9 significant
+    digits (a float32 exactly); every id is checked with `check_trec_id`."""
+    check_trec_id(qid, "query id")
+    check_trec_id(tag, "run tag")
+    return [f"{qid} Q0 {check_trec_id(str(d), 'document id')} {rank} {float(s):.9g} {tag}\n"
+            for rank, (d, s) in enumerate(zip(doc_ids, scores), 1)]
 
 
 def write_trec_run(run: dict[str, dict[str, float]], path, tag: str = "aftershock") -> None:

@@ -149,8 +149,16 @@ def test_trec_run_round_trip(tmp_path, gz):
     write_trec_run(run, path, tag="t")
     with open_text(path) as f:
         lines = f.read().splitlines()
-    assert lines == ["q1 Q0 c 1 3.000000 t", "q1 Q0 a 2 1.500000 t", "q1 Q0 b 3 1.500000 t", "q2 Q0 x 1 0.250000 t"]
+    assert lines == ["q1 Q0 c 1 3 t", "q1 Q0 a 2 1.5 t", "q1 Q0 b 3 1.5 t", "q2 Q0 x 1 0.25 t"]
     assert read_trec_run(path) == run
+    third = float(np.float32(1 / 3))
+    write_trec_run({"q": {"d": third}}, path, tag="t")
+    assert read_trec_run(path) == {"q": {"d": pytest.approx(third, rel=1e-8)}}
+    for bad in ({"q 1": {"d": 1.0}}, {"q": {"": 1.0}}):
+        with pytest.raises(FormatError, match="whitespace"):
+            write_trec_run(bad, path, tag="t")
+    with pytest.raises(FormatError, match="run tag"):
+        write_trec_run(run, path, tag="my tag")
     _write(path, "q1 Q0 a 1\n")
     with pytest.raises(FormatError, match=":1: expected 'qid Q0"):
         read_trec_run(path)
