@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from aftershock.errors import FormatError
+from aftershock.index.text import doc_text, find_beir_file, iter_beir, iter_corpus, read_qrels, record_id
+
+# the readers live in the data layer (aftershock.index.text); these names stay importable from here
+find_file, iter_jsonl = find_beir_file, iter_beir
+__all__ = ["Dataset", "load_beir", "load_ir_datasets", "doc_text", "find_file", "iter_jsonl", "read_qrels",
+           "record_id"]
 
 
 @dataclass
@@ -19,65 +22,6 @@ class Dataset:
     query_ids: list[str]
     query_texts: list[str]
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def _open_text(path: Path):
-    """Text lines of a (possibly gzipped) UTF-8 file; invalid bytes become U+FFFD."""
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    import io
-
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-
-
-def find_file(folder: Path, stem: str) -> Path:
-    for suffix in (".jsonl", ".jsonl.gz"):
-        if (folder / (stem + suffix)).is_file():
-            return folder / (stem + suffix)
-    raise FormatError(f"{folder} has no {stem}.jsonl or {stem}.jsonl.gz; a BEIR folder needs corpus.jsonl[.gz], "
-                      "queries.jsonl and qrels/<split>.tsv")
-
-
-def iter_jsonl(path, fields=("_id", "title", "text")) -> Iterator[dict]:
-    """Records of a BEIR JSONL file (``_id`` or ``id``), one dict per non-empty line."""
-    path = Path(path)
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict) or ("_id" not in obj and "id" not in obj):
-                raise FormatError(f"{path}:{lineno}: a record needs an '_id' (or 'id') field")
-            yield obj
-
-
-def doc_text(obj: dict) -> str:
-    """BEIR convention: title and text joined by a space (either may be missing)."""
-    title, text = obj.get("title") or "", obj.get("text") or ""
-    return f"{title} {text}".strip() if title else text
-
-
-def record_id(obj: dict) -> str:
-    return str(obj.get("_id", obj.get("id")))
-
-
-def read_qrels(path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with _open_text(Path(path)) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if lineno == 1 and not parts[-1].lstrip("-").isdigit():
-                continue  # header
-            if len(parts) == 4:  # TREC qrels: qid 0 docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                if line.strip():
-                    raise FormatError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>score")
-                continue
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return qrels
 
 
 def load_beir(folder, split: str = "test", max_docs: int | None = None) -> Dataset:
@@ -91,13 +35,13 @@ def load_beir(folder, split: str = "test", max_docs: int | None = None) -> Datas
         raise FormatError(f"{qrels_path} does not exist; splits here: {have or 'none'} (pass --split)")
     qrels = read_qrels(qrels_path)
     doc_ids, doc_texts = [], []
-    for obj in iter_jsonl(find_file(folder, "corpus")):
-        doc_ids.append(record_id(obj))
-        doc_texts.append(doc_text(obj))
+    for doc in iter_corpus(find_beir_file(folder, "corpus")):
+        doc_ids.append(doc.id)
+        doc_texts.append(doc.joined)
         if max_docs is not None and len(doc_ids) >= max_docs:
             break
     qids, qtexts = [], []
-    for obj in iter_jsonl(find_file(folder, "queries")):
+    for obj in iter_beir(find_beir_file(folder, "queries")):
         qid = record_id(obj)
         if qid in qrels:
             qids.append(qid)

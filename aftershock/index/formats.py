@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Iterator
@@ -16,42 +15,16 @@ import numpy as np
 
 from aftershock.errors import FormatError, RaggedArrayError
 from aftershock.index.batch import SparseBatch, Vocabulary
+from aftershock.index.text import open_text, read_ids
+from aftershock.index.writers import FORMATS, guess_format, open_vector_writer, to_arrow
 
-FORMATS = ("jsonl", "bin", "parquet", "npz")
-
-
-def _open(path: Path, mode: str):
-    if path.suffix == ".gz":
-        return gzip.open(path, mode)
-    return open(path, mode)
-
-
-def guess_format(path: str | Path) -> str:
-    name = Path(path).name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for fmt, suffixes in {"jsonl": (".jsonl", ".json"), "bin": (".bin",), "parquet": (".parquet", ".pq"),
-                          "npz": (".npz",)}.items():
-        if name.endswith(suffixes):
-            return fmt
-    raise FormatError(f"cannot tell the format of {path!s} from its name; pass format= one of {', '.join(FORMATS)}")
-
-
-def read_ids(path: str | Path) -> list[str]:
-    """One id per line (a companion file for formats without ids)."""
-    with _open(Path(path), "rt") as f:
-        return [line.rstrip("\n") for line in f]
+__all__ = ["FORMATS", "guess_format", "read_jsonl", "write_jsonl", "read_bin", "write_bin", "to_arrow", "from_arrow",
+           "iter_parquet", "read_parquet", "write_parquet", "read_npz", "write_npz", "read_vectors", "write_vectors"]
 
 
 def _resolve_ids(ids):
     """``ids`` may be a sequence of ids or the path of a one-id-per-line file."""
     return read_ids(ids) if isinstance(ids, (str, Path)) else ids
-
-
-def write_ids(ids, path: str | Path) -> None:
-    with _open(Path(path), "wt") as f:
-        for i in ids:
-            f.write(f"{i}\n")
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
@@ -68,7 +41,7 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
     tokens: list[str] = [] if grow else vocab.tokens
     tok_id: dict[str, int] = {} if grow else vocab.token_to_id
     ids, lengths, idx, val = [], [0], [], []
-    with _open(path, "rt") as f:
+    with open_text(path, "r", errors="strict") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -106,14 +79,7 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
 
 def write_jsonl(batch: SparseBatch, path) -> None:
     """Seismic JSONL; tokens are the vocabulary's strings, or the term ids as strings without one."""
-    path = Path(path)
-    tokens = batch.vocab.tokens if batch.vocab is not None else None
-    with _open(path, "wt") as f:
-        for r in range(len(batch)):
-            idx, val = batch.row(r)
-            keys = [tokens[t] for t in idx] if tokens is not None else [str(t) for t in idx]
-            f.write(json.dumps({"id": batch.ids[r], "vector": dict(zip(keys, val.tolist()))}, ensure_ascii=False))
-            f.write("\n")
+    write_vectors(batch, path, format="jsonl")
 
 
 # ---------------------------------------------------------------------------------------------- Seismic .bin
@@ -154,7 +120,7 @@ def read_bin(path, ids=None, dim: int | None = None, vocab: Vocabulary | None = 
     """Seismic binary: LE ``u32 n``, then per vector ``u32 nnz``, ``nnz x u32`` ids, ``nnz x f32`` values."""
     ids = _resolve_ids(ids)
     path = Path(path)
-    with _open(path, "rb") as f:
+    with open_text(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or len(raw) % 4:
         raise FormatError(f"{path}: {len(raw)} bytes is not a whole number of u32 words; the file is truncated")
@@ -173,40 +139,10 @@ def read_bin(path, ids=None, dim: int | None = None, vocab: Vocabulary | None = 
 
 
 def write_bin(batch: SparseBatch, path) -> None:
-    path = Path(path)
-    n = len(batch)
-    lengths = batch.nnz_per_row()
-    out = np.empty(1 + n + 2 * batch.nnz, dtype="<u4")
-    out[0] = n
-    # position of each row's header word
-    heads = 1 + np.concatenate([[0], np.cumsum(1 + 2 * lengths)])[:n].astype(np.int64)
-    out[heads] = lengths
-    fout = out.view("<f4")
-    for r in range(n):
-        a, b = batch.indptr[r], batch.indptr[r + 1]
-        h = heads[r] + 1
-        out[h:h + (b - a)] = batch.indices[a:b]
-        fout[h + (b - a):h + 2 * (b - a)] = batch.values[a:b]
-    with _open(path, "wb") as f:
-        f.write(out.tobytes())
+    write_vectors(batch, path, format="bin")
 
 
 # ---------------------------------------------------------------------------------------------- Parquet
-def to_arrow(batch: SparseBatch):
-    """The batch as a `pyarrow.Table` (columns id, indices, values), zero-copy for the numbers."""
-    import pyarrow as pa
-
-    big = batch.nnz >= 2**31
-    lists = pa.LargeListArray if big else pa.ListArray
-    offsets = pa.array(batch.indptr if big else batch.indptr.astype(np.int32))
-    table = pa.Table.from_arrays(
-        [pa.array(list(batch.ids), pa.string()), lists.from_arrays(offsets, pa.array(batch.indices)),
-         lists.from_arrays(offsets, pa.array(batch.values))],
-        names=["id", "indices", "values"],
-    )
-    return table.replace_schema_metadata({b"aftershock.dim": str(batch.dim).encode()})
-
-
 def from_arrow(table_or_batch, dim: int | None = None, vocab=None, what: str = "vectors") -> SparseBatch:
     """A `pyarrow.Table`/`RecordBatch` with columns ``id`` (optional), ``indices``, ``values`` (list columns)."""
     import pyarrow as pa
@@ -266,9 +202,10 @@ def read_parquet(path, dim: int | None = None, vocab=None, batch_size: int = 655
 
 
 def write_parquet(batch: SparseBatch, path, row_group_size: int = 65536) -> None:
-    import pyarrow.parquet as pq
+    from aftershock.index.writers import ParquetWriter
 
-    pq.write_table(to_arrow(batch), str(path), row_group_size=row_group_size)
+    with ParquetWriter(path, batch.dim, row_group_size=row_group_size) as w:
+        w.write(batch)
 
 
 # ---------------------------------------------------------------------------------------------- npz
@@ -290,7 +227,7 @@ def read_npz(path, ids=None, dim: int | None = None, vocab=None, what="vectors")
 
 
 def write_npz(batch: SparseBatch, path) -> None:
-    np.savez(path, indptr=batch.indptr, indices=batch.indices, values=batch.values, dim=np.int64(batch.dim))
+    write_vectors(batch, path, format="npz")
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
@@ -322,5 +259,6 @@ def read_vectors(path, format: str | None = None, ids=None, dim: int | None = No
 
 
 def write_vectors(batch: SparseBatch, path, format: str | None = None) -> None:
-    fmt = format or guess_format(path)
-    {"jsonl": write_jsonl, "bin": write_bin, "parquet": write_parquet, "npz": write_npz}[fmt](batch, path)
+    """Write ``batch`` to ``path`` (format from the suffix unless ``format``) through the format's writer."""
+    with open_vector_writer(path, batch.dim, format) as w:
+        w.write(batch)

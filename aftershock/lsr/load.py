@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
-from aftershock.errors import ConfigError, ModelFormatError
+from aftershock.errors import ModelFormatError
 from aftershock.lsr.base import SparseEncoder
+from aftershock.lsr.options import make as _make
 
 BUILTINS = ("default", "bm25", "binary:<tokenizer dir>", "idf:<tokenizer dir>")
 DEFAULT_MODEL = "default"
@@ -40,36 +40,8 @@ def load_query_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEnco
             from aftershock.lsr.model import query_side
 
             return query_side(name, **kwargs)
+
     return load_encoder(name, device=device, **kwargs)
-# options every caller may pass whatever the encoder; one that an encoder does not use is dropped
-GENERIC = {"batch_size", "query_max_length", "doc_max_length", "dtype", "long_documents", "stride", "top_k",
-           "threshold", "progress", "errors", "pooling", "vocab_chunk", "chunk_bytes", "pack"}
-
-
-def _params(cls) -> set[str]:
-    """Keyword names ``cls(...)`` accepts, following ``**kw`` up to the parent classes."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names
-
-
-def _make(cls, *args, **kwargs):
-    """``cls(*args, **kwargs)`` without the generic options ``cls`` does not take; unknown options raise."""
-    accepted = _params(cls)
-    unknown = sorted(k for k in kwargs if k not in accepted and k not in GENERIC)
-    if unknown:
-        raise ConfigError(f"{cls.__name__} does not take the option(s) {unknown}; "
-                          f"it takes {sorted(accepted - {'self', 'args', 'kw', 'kwargs'})}")
-    return cls(*args, **{k: v for k, v in kwargs.items() if k in accepted})
-
-
 def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     """Load an encoder from a local directory or a built-in name.
 
@@ -78,7 +50,7 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     * ``"binary:DIR"`` / ``"idf:DIR"``: `StaticEncoder` over the tokenizer in DIR (binary, or IDF
       from ``DIR/idf.json``; without it call ``enc.fit_idf(corpus_texts)``).
     * a sentence-transformers SparseEncoder directory (``modules.json``): SPLADE or inference-free.
-    * a directory written by `BM25.save`, `MLPEncoder.save_pretrained` or `SparseModel.save`
+    * a directory written by `BM25.save` or `SparseModel.save`
       (``aftershock_encoder.json``; a trained inference-free model gives `InferenceFree`).
     * a Hugging Face masked-LM directory (``config.json`` with a ``*ForMaskedLM`` architecture): `Splade`.
     * a directory with a tokenizer and ``idf.json`` but no model: the IDF `StaticEncoder`.
@@ -87,7 +59,7 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
     """
     from aftershock.lsr.bm25 import BM25
     from aftershock.lsr.hf import model_dir
-    from aftershock.lsr.splade import MLPEncoder, Splade
+    from aftershock.lsr.splade import Splade
     from aftershock.lsr.st_layout import is_st_dir, load_st
     from aftershock.lsr.static import StaticEncoder
 
@@ -110,8 +82,6 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
         kind = json.loads(meta.read_text(encoding="utf-8")).get("type")
         if kind == "bm25":
             return BM25.load(path)
-        if kind == "mlp":
-            return _make(MLPEncoder, path, device=device, **kwargs)
         if kind == "sparse-model":
             from aftershock.lsr.model import load_trained
 
@@ -123,7 +93,7 @@ def load_encoder(name_or_dir, device: str = "cpu", **kwargs) -> SparseEncoder:
         if any(a.endswith("ForMaskedLM") for a in arch):
             return _make(Splade, path, device=device, **kwargs)
         raise ModelFormatError(f"{path}: architectures {arch} has no *ForMaskedLM model; SPLADE needs a masked-LM "
-                               "head (an MLP encoder directory needs aftershock_encoder.json + mlp_head.safetensors)")
+                               "head")
     if (path / "idf.json").is_file():
         return _make(StaticEncoder, path, **kwargs).load_idf_json(path / "idf.json")
     raise ModelFormatError(f"{path} holds no model Aftershock can load (no modules.json, config.json, "

@@ -43,8 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from aftershock.errors import ConfigError, ModelFormatError
+from aftershock.index.config import Config, check, is_int
 from aftershock.lsr.hf import load_tokenizer, model_dir, tokenizer_vocab
+from aftershock.lsr.options import make
 from aftershock.lsr.splade import META_FILE, TransformerEncoder
+from aftershock.lsr.static import InferenceFree, StaticEncoder
 
 KINDS = ("inference-free", "splade")
 LITERAL_FILE = "literal_residual.safetensors"
@@ -53,7 +56,7 @@ MODEL_TYPE = "sparse-model"
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
     """Build-time choices of a `SparseModel` (the ``[model]`` table of a training config).
 
     ``backbone``: a local Hugging Face masked-LM directory (or a saved `SparseModel` directory, to
@@ -84,29 +87,25 @@ class ModelConfig:
     doc_max_length: int = 256
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ConfigError(f"model kind={self.kind!r}; use one of {', '.join(KINDS)}")
+        check(self.kind in KINDS, f"model kind={self.kind!r}; use one of {', '.join(KINDS)}")
         for name in ("focus_start_k", "focus_end_k"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 (0 = no window)")
-        if not 0.0 <= self.focus_hold <= self.focus_until <= 1.0:
-            raise ConfigError(f"focus_hold={self.focus_hold}, focus_until={self.focus_until}: need "
-                              "0 <= focus_hold <= focus_until <= 1 (fractions of training)")
-        if self.focus_start_k and self.focus_end_k and self.focus_end_k < self.focus_start_k:
-            raise ConfigError(f"focus_end_k={self.focus_end_k} < focus_start_k={self.focus_start_k}: the window "
-                              "goes from coarse (narrow) to fine (wide); use focus_end_k >= focus_start_k or 0")
+            check(is_int(getattr(self, name), 0), f"{name}={getattr(self, name)!r} must be an integer >= 0 "
+                                                   "(0 = no window)")
+        check(0.0 <= self.focus_hold <= self.focus_until <= 1.0,
+              f"focus_hold={self.focus_hold}, focus_until={self.focus_until}: need "
+              "0 <= focus_hold <= focus_until <= 1 (fractions of training)")
+        check(not (self.focus_start_k and self.focus_end_k and self.focus_end_k < self.focus_start_k),
+              f"focus_end_k={self.focus_end_k} < focus_start_k={self.focus_start_k}: the window "
+              "goes from coarse (narrow) to fine (wide); use focus_end_k >= focus_start_k or 0")
         for name in ("query_max_length", "doc_max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+            check(is_int(getattr(self, name), 1), f"{name}={getattr(self, name)!r} must be an integer >= 1")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown [model] key(s) {unknown}; valid keys: {sorted(names)}")
-        if "backbone" not in d:
-            raise ConfigError("[model] needs backbone = '<masked-LM directory>'")
+        """The ``[model]`` table: unknown keys and a missing ``backbone`` are errors."""
+        unknown, names = sorted(set(d) - {f.name for f in fields(cls)}), sorted(f.name for f in fields(cls))
+        check(not unknown, f"unknown [model] key(s) {unknown}; valid keys: {names}")
+        check("backbone" in d, "[model] needs backbone = '<masked-LM directory>'")
         return cls(**d)
 
 
@@ -195,21 +194,6 @@ def _build_module_class():
 
         # ------------------------------------------------------------ construction
         @classmethod
-        def from_config(cls, cfg: ModelConfig | dict, device: str = "cpu"):
-            cfg = ModelConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
-            path = model_dir(cfg.backbone)
-            meta = path / META_FILE
-            if meta.is_file():  # continue training a saved SparseModel
-                model = cls.load(path, device=device)
-                if model.cfg.kind != cfg.kind or model.cfg.literal_residual != cfg.literal_residual:
-                    raise ConfigError(f"{path} is a saved {model.cfg.kind} model (literal_residual="
-                                      f"{model.cfg.literal_residual}); the config asks for {cfg.kind} "
-                                      f"(literal_residual={cfg.literal_residual}); make them agree")
-                model.cfg = cfg
-                return model
-            return cls(cfg, device=device)
-
-        @classmethod
         def load(cls, path, device: str = "cpu"):
             path = model_dir(path)
             meta = path / META_FILE
@@ -229,8 +213,6 @@ def _build_module_class():
             return model
 
         def _load_idf(self, path: Path) -> np.ndarray:
-            from aftershock.lsr.static import StaticEncoder
-
             src = Path(self.cfg.idf) if self.cfg.idf else path / IDF_FILE
             if not src.is_file():
                 raise ConfigError(f"an inference-free model needs IDF weights: {src} does not exist; give "
@@ -353,12 +335,18 @@ def _build_module_class():
 _CLASS = None
 
 
-def __getattr__(name):  # `from aftershock.lsr.model import SparseModel` builds the class on first use
+def sparse_model_class():
+    """The `SparseModel` class (a torch module, so it is built on first use: importing this module
+    does not import torch)."""
     global _CLASS
+    if _CLASS is None:
+        _CLASS = _build_module_class()
+    return _CLASS
+
+
+def __getattr__(name):  # `from aftershock.lsr.model import SparseModel`
     if name == "SparseModel":
-        if _CLASS is None:
-            _CLASS = _build_module_class()
-        return _CLASS
+        return sparse_model_class()
     raise AttributeError(name)
 
 
@@ -367,10 +355,8 @@ class TrainedEncoder(TransformerEncoder):
     (length-sorted batches, background tokenization, bf16 on GPU, sparse output)."""
 
     def __init__(self, path, device: str = "cpu", **kw):
-        from aftershock.lsr.model import SparseModel
-
         super().__init__(path, device=device, **kw)
-        self.module = SparseModel.load(self.path, device=str(self.device)).eval()
+        self.module = sparse_model_class().load(self.path, device=str(self.device)).eval()
         self.config = self.module.mlm.config
         self.vocab = self.module.vocab
         if self.module.window and self.top_k is None:
@@ -382,12 +368,9 @@ class TrainedEncoder(TransformerEncoder):
 
 def query_side(path, **kwargs):
     """The inference-free query encoder of a saved model: tokenizer + its ``idf.json`` (no torch)."""
-    from aftershock.lsr.load import _make
-    from aftershock.lsr.static import StaticEncoder
-
     path = model_dir(path)
     info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    enc = _make(StaticEncoder, path, counts=info["config"].get("query_counts", False),
+    enc = make(StaticEncoder, path, counts=info["config"].get("query_counts", False),
                 **{k: v for k, v in kwargs.items() if k not in ("dtype", "device")})
     enc.load_idf_json(path / IDF_FILE)
     enc.name = path.name
@@ -397,12 +380,9 @@ def query_side(path, **kwargs):
 def load_trained(path, device: str = "cpu", **kwargs):
     """A saved `SparseModel` directory as an encoder: `InferenceFree` (IDF queries, model documents)
     or the model on both sides (``kind="splade"``)."""
-    from aftershock.lsr.load import _make
-    from aftershock.lsr.static import InferenceFree
-
     path = model_dir(path)
     info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    docs = _make(TrainedEncoder, path, device=device, **kwargs)
+    docs = make(TrainedEncoder, path, device=device, **kwargs)
     if info["config"]["kind"] == "splade":
         return docs
     enc = InferenceFree(query_side(path, **kwargs), docs)

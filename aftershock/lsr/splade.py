@@ -1,9 +1,8 @@
-"""Transformer encoders: `Splade` (masked-LM head, expansion) and `MLPEncoder` (term weighting of the
-input tokens, no expansion; Nguyen, MacAvaney & Yates, ECIR 2023)."""
+"""Transformer encoders: `TransformerEncoder` (the batching loop shared by every transformer encoder)
+and `Splade` (masked-LM head, expansion)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from aftershock.errors import ConfigError, ModelFormatError
@@ -184,56 +183,4 @@ class Splade(TransformerEncoder):
         finally:
             self._swap_decoder(__import__("torch").nn.Identity())
         self.tokenizer.save_pretrained(str(path))
-        return path
-
-
-class MLPEncoder(TransformerEncoder):
-    """Term weighting without expansion: w[t] = max over positions i with token t of relu(MLP(h_i)),
-    h_i the transformer's last hidden state; special and padding tokens get no weight.
-
-    The head (Linear(hidden, 1)) is read from ``mlp_head.safetensors`` in the model directory; pass
-    ``init_head=True`` to start from a fresh head (for training), ``seed`` fixes it.
-    """
-
-    HEAD_FILE = "mlp_head.safetensors"
-
-    def __init__(self, path, device: str = "cpu", init_head: bool = False, seed: int = 0, **kw):
-        super().__init__(path, device=device, **kw)
-        import torch
-        from transformers import AutoModel
-
-        self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval().to(self.device)
-        self.config = self.model.config
-        hidden = self.config.hidden_size
-        torch.manual_seed(seed)
-        self.head = torch.nn.Linear(hidden, 1).to(self.device)
-        head_file = self.path / self.HEAD_FILE
-        if head_file.exists():
-            from safetensors.torch import load_file
-
-            self.head.load_state_dict(load_file(str(head_file)))
-        elif not init_head:
-            raise ModelFormatError(f"{self.path} has no {self.HEAD_FILE}; an MLP encoder needs its trained head "
-                                   "(or init_head=True to start a fresh one for training)")
-        self.vocab = tokenizer_vocab(self.tokenizer)
-        self._special = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), device=self.device)
-
-    def _pool(self, ids, mask):
-        import torch
-
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        w = torch.relu(self.head(hidden).squeeze(-1)).float()
-        w = w.masked_fill(~mask.bool() | torch.isin(ids, self._special), 0)
-        out = torch.zeros(ids.shape[0], len(self.vocab), dtype=w.dtype, device=w.device)
-        return out.scatter_reduce_(1, ids, w, "amax")
-
-    def save_pretrained(self, path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        self.model.save_pretrained(str(path))
-        self.tokenizer.save_pretrained(str(path))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  str(path / self.HEAD_FILE))
-        (path / META_FILE).write_text(json.dumps({"type": "mlp"}), encoding="utf-8")
         return path

@@ -17,11 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from aftershock import __version__
 from aftershock.errors import ModelFormatError
 
 MLM_TYPES = ("MLMTransformer",)
 ST_PREFIX = "sentence_transformers.sparse_encoder.modules."
+
+
+def _version() -> str:
+    """The installed package's version (read from its metadata: lsr does not import the package facade)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aftershock")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _kind(type_name: str, folder: Path) -> str:
@@ -150,7 +159,7 @@ def save_st(enc, path) -> Path:
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    _write(root / "config_sentence_transformers.json", {"__version__": {"aftershock": __version__},
+    _write(root / "config_sentence_transformers.json", {"__version__": {"aftershock": _version()},
                                                         "model_type": "SparseEncoder", "prompts": {"query": "",
                                                         "document": ""}, "default_prompt_name": None,
                                                         "similarity_fn_name": "dot"})

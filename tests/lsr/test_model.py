@@ -58,7 +58,7 @@ def test_forward_literal_residual_and_window(idf_json):
     from aftershock.lsr.model import SparseModel
 
     torch.manual_seed(0)
-    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json), literal_residual=True))
+    m = SparseModel(ModelConfig(backbone=str(MODEL), idf=str(idf_json), literal_residual=True))
     q = m.encode_queries(["effect of wing sweep on lift"])
     ids = m.tokenizer("effect of wing sweep on lift", add_special_tokens=False)["input_ids"]
     assert set(torch.nonzero(q[0]).flatten().tolist()) <= set(ids)       # queries: only their own tokens
@@ -85,7 +85,7 @@ def test_save_load_roundtrip_and_load_encoder(idf_json, tmp_path):
     from aftershock.lsr.model import SparseModel
 
     torch.manual_seed(1)
-    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json), focus_start_k=32,
+    m = SparseModel(ModelConfig(backbone=str(MODEL), idf=str(idf_json), focus_start_k=32,
                                             focus_end_k=48))
     with torch.no_grad():  # make the residual visible
         m.literal.bias.copy_(torch.tensor([1.0, 0.5]))
@@ -117,7 +117,7 @@ def test_query_counts_and_learned_query_weights(idf_json, tmp_path):
     from aftershock.lsr import load_encoder
     from aftershock.lsr.model import SparseModel
 
-    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json), learn_query_weights=True,
+    m = SparseModel(ModelConfig(backbone=str(MODEL), idf=str(idf_json), learn_query_weights=True,
                                             literal_residual=False))
     tid = m.tokenizer("glucose", add_special_tokens=False)["input_ids"][0]
     q = m.encode_queries(["glucose levels glucose"])
@@ -140,7 +140,7 @@ def test_bf16_autocast_forward_matches_fp32(idf_json):
     overflow, and the weights stay close to fp32 ones."""
     from aftershock.lsr.model import SparseModel
 
-    m = SparseModel.from_config(ModelConfig(backbone=str(MODEL), idf=str(idf_json))).eval()
+    m = SparseModel(ModelConfig(backbone=str(MODEL), idf=str(idf_json))).eval()
     texts = DOCS + ["a short one"]  # padding in the batch
     with torch.no_grad():
         ref = m.encode_docs(texts)

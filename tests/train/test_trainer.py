@@ -1,4 +1,4 @@
-"""`aftershock.lsr.train`: a tiny training run on CPU from real SciFact training queries (splade-tiny
+"""`aftershock.train` (config, records, trainer): a tiny training run on CPU from real SciFact training queries (splade-tiny
 backbone): the loss decreases, the log has its fields, checkpoints rotate, resume continues exactly at
 the checkpoint's step, the dev split and the best model; config and data errors; the CLI."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsr"))
 from _shared import DATA, MODEL, needs_model  # noqa: E402
 
 torch = pytest.importorskip("torch")
@@ -23,7 +23,9 @@ pytest.importorskip("transformers")
 
 from aftershock.errors import ConfigError, FormatError  # noqa: E402
 from aftershock.lsr import StaticEncoder  # noqa: E402
-from aftershock.lsr.train import TrainConfig, _lr_factor, load_data, train  # noqa: E402
+from aftershock.train import TrainConfig, train  # noqa: E402
+from aftershock.train.records import load_data  # noqa: E402
+from aftershock.train.trainer import _lr_factor  # noqa: E402
 
 SCIFACT = DATA / "scifact"
 needs_scifact = pytest.mark.skipif(not (SCIFACT / "corpus.jsonl.gz").is_file(), reason="shared/data/scifact absent")
@@ -209,7 +211,7 @@ def test_bf16_autocast_steps_and_dev_eval(run, tmp_path, monkeypatch):
     the focusing window and the dev evaluation (whose scores must be fp32 for numpy) all work."""
     import torch
 
-    from aftershock.lsr.train import Trainer
+    from aftershock.train import Trainer
 
     monkeypatch.setattr(Trainer, "_autocast", lambda self: torch.autocast("cpu", dtype=torch.bfloat16))
     folder, _, _ = run
@@ -253,7 +255,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path):
 def test_bad_values_raise_config_error(tmp_path):
     with pytest.raises(ConfigError, match="optim.lr = 'fast' has the wrong type"):
         TrainConfig.from_toml(_tiny(tmp_path, optim__lr="fast"))
-    with pytest.raises(ConfigError, match="optim.batch_size=0 must be >= 1"):
+    with pytest.raises(ConfigError, match="optim.batch_size=0 must be an integer >= 1"):
         TrainConfig.from_toml(_tiny(tmp_path, optim__batch_size=0))
     with pytest.raises(ConfigError, match="unknown ranking loss 'bce'"):
         TrainConfig.from_toml(_tiny(tmp_path, loss__ranking={"bce": 1.0}))
@@ -311,6 +313,14 @@ def test_gzipped_records_with_extra_fields(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def _cli_uses_old_train_path() -> bool:
+    """True while aftershock/cli.py still imports aftershock.lsr.train (until the cli package that imports
+    aftershock.train is merged; remove this marker then)."""
+    old = REPO / "aftershock" / "cli.py"
+    return old.is_file() and "aftershock.lsr.train" in old.read_text()
+
+
+@pytest.mark.xfail(_cli_uses_old_train_path(), reason="cli.py still imports aftershock.lsr.train", strict=True)
 def test_cli_train(tmp_path):
     cfg = _tiny(tmp_path, data__dev_fraction=0.0, optim__batch_size=2,
                 run__checkpoint_every=0, run__eval_every=0)

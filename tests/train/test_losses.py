@@ -1,4 +1,4 @@
-"""`aftershock.lsr.losses`: each loss against values computed by hand on tiny tensors, the quadratic
+"""`aftershock.train.losses`: each loss against values computed by hand on tiny tensors, the quadratic
 warm-up schedule, and the IDF-aware (document-only) FLOPS configuration."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aftershock.lsr.losses import (flops, infonce, kl_distill, l1, margin_mse, quadratic_warmup,  # noqa: E402
+from aftershock.train.losses import (flops, infonce, kl_distill, l1, margin_mse, quadratic_warmup,  # noqa: E402
                                    regularizer)
 
 W = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
