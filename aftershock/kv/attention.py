@@ -83,7 +83,7 @@ class KVRetriever:
     def __init__(self, indexes, k_cpu, v_cpu, start: int, end: int):
         self.indexes, self.k_cpu, self.v_cpu = indexes, k_cpu, v_cpu
         self.start, self.end = int(start), int(end)
-        self.last_stats = None
+        self.last_stats: dict = {}  # of the last search: name -> per-(head, query) int64 array
 
     @classmethod
     def build(cls, keys, values, start: int, end: int, queries=None, config: DenseConfig | None = None,
@@ -112,10 +112,10 @@ class KVRetriever:
         ids = np.empty((n_heads, lq, k), np.int64)
         stats = []
         for j, index in enumerate(self.indexes):
-            res, st = index.search(qn[j * g:(j + 1) * g].reshape(-1, d), k, params, return_stats=True)
+            res = index.search(qn[j * g:(j + 1) * g].reshape(-1, d), k, params)
             ids[j * g:(j + 1) * g] = res.ids.reshape(g, lq, k)
-            stats.append(st)
-        self.last_stats = np.concatenate(stats)
+            stats.append(index.last_stats)
+        self.last_stats = {name: np.concatenate([st[name] for st in stats]) for name in stats[0]} if stats else {}
         return ids
 
     def partial(self, q, scale: float, k: int, params: DenseSearchParams | None = None, ids=None):

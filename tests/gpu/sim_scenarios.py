@@ -52,8 +52,8 @@ def main() -> int:
 
     # exact: float32 weights (4-byte values), several tiles, two launches (chunk=3) reusing the merge counters
     ex = ExactIndex.build(docs)
-    g = GpuExactIndex(ex, tpb=TPB, tile=128)
-    out["exact_f32"] = {"gpu": res(g.search(qs, k, chunk=3)), "cpu": res(ex.search(qs, k)),
+    g = GpuExactIndex(ex, tpb=TPB, tile=128, chunk=3)
+    out["exact_f32"] = {"gpu": res(g.search(qs, k)), "cpu": res(ex.search(qs, k)),
                         "ref": reference_topk(docs, qs, k)[1].tolist(), "value_bytes": g.value_bytes,
                         "n_tiles": g.n_tiles}
     # exact: float16-exact weights (2-byte values), k larger than the number of matching docs
@@ -70,10 +70,10 @@ def main() -> int:
     out["blocked"] = []
     for kw in (dict(query_cut=3, heap_factor=0.8, first_blocks=2), dict(query_cut=2, heap_factor=1.0, first_blocks=1)):
         r = gs.search(qs, k, **kw)
-        st = gs.last_stats_raw.tolist()
+        st = np.stack(list(gs.last_stats.values()), axis=1).tolist()
         ref = gs.reference(qs, k, **kw)
         out["blocked"].append({"kw": kw, "gpu": res(r), "ref": res(ref), "gpu_stats": st,
-                               "ref_stats": gs.last_stats_raw.tolist()})
+                               "ref_stats": np.stack(list(gs.last_stats.values()), axis=1).tolist()})
     # blocked with nothing pruned and every block visited == exact search
     full = SeismicIndex.build(d16, pruning="none", centroid_fraction=0.2)
     gf = GpuSeismicIndex(full, tpb=TPB, group=4)
