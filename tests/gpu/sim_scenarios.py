@@ -80,6 +80,26 @@ def main() -> int:
     out["blocked_full"] = {"gpu": res(gf.search(qs, k, query_cut=64, heap_factor=1.0, first_blocks=10**6)),
                            "cpu": res(ex16.search(qs, k))}
 
+    # the search contract: params + overrides == params.with_(overrides); last_stats per-query int64 arrays
+    from aftershock.seismic import SearchParams
+
+    p = SearchParams(query_cut=3, heap_factor=0.8)
+    a = gs.search(qs, k, p, heap_factor=1.0, first_blocks=2)
+    st = gs.last_stats
+    b = gs.search(qs, k, p.with_(heap_factor=1.0), first_blocks=2)
+    r1, r2 = g.search(qs, k, SearchParams(threads=1), threads=2), g.search(qs, k)
+    out["contract"] = {
+        "override_same": bool(np.array_equal(a.ids, b.ids) and np.allclose(a.scores, b.scores, rtol=1e-5)),
+        "stats": {name: [str(v.dtype), list(v.shape)] for name, v in st.items()}, "nq": len(qs),
+        # (atomic adds: the last bits of a score may differ between runs)
+        "exact_override": bool(np.array_equal(r1.ids, r2.ids) and np.allclose(r1.scores, r2.scores, rtol=1e-5)),
+        "exact_stats": g.last_stats, "to_cpu": gs.to("cpu") is si and g.to("numba") is ex and gs.to("cuda") is gs,
+        "info": {name: ix.info()["kind"] for name, ix in (("exact", g), ("seismic", gs))},
+        "backend": gs.info()["backend"], "index_bytes": gs.info()["index_bytes"] == gs.nbytes() > 0,
+        "document": [np.asarray(x).tolist() for x in gs.document(5)] == [np.asarray(x).tolist()
+                                                                         for x in si.document(5)],
+    }
+
     # bad input: clear errors before any kernel runs
     errs = {}
     for name, call in {
@@ -88,6 +108,8 @@ def main() -> int:
         "n_knn": lambda: gs.search(qs, k, n_knn=2),
         "k": lambda: g.search(qs, 0),
         "term": lambda: g.search(SparseBatch.from_dicts([{150: 1.0}], dim=200), k),
+        "unknown_override": lambda: gs.search(qs, k, bogus=1),
+        "unknown_override_exact": lambda: g.search(qs, k, bogus=1),
         "long_query": lambda: setattr(gs, "MAX_Q", 3) or gs.search(qs, k),
     }.items():
         try:
