@@ -471,10 +471,13 @@ class SeismicIndex(BaseIndex):
         if params.n_knn and self.knn.shape[1] == 0:
             raise ConfigError(f"n_knn={params.n_knn} but this index has no k-NN graph; build it with knn>0 "
                               "(aftershock build --knn 10) or search with n_knn=0")
-        if len(queries) == 0:
+        nq, nt = len(queries), _threads(params.threads)
+        if nq == 0:
             self._last_stats = np.zeros((0, len(self.STATS)), np.int64)
+        if min(nq, nt) <= 1:  # the serial kernel leaves Numba's thread count alone
+            return self._search_arrays(queries, k, params, nt)
         with _numba_threads():  # the batch kernel sets its own count; the caller's is restored
-            return self._search_arrays(queries, k, params, _threads(params.threads))
+            return self._search_arrays(queries, k, params, nt)
 
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Forward row ``row`` decoded: (term ids int64, weights float32 as stored, float16 ones widened)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from aftershock.index.backends import resolve_backend
 from aftershock.index.config import Config, check, check_known, is_int
 
 
@@ -20,7 +21,8 @@ class ServiceSettings(Config):
     origins allowed by CORS (empty = no CORS headers). ``threads``: search threads of a batch request
     (None = all cores); a single query runs on one thread (concurrent requests run side by side).
     ``collection``: the name the Qdrant/OpenSearch-style
-    routes answer to.
+    routes answer to. ``backend``: where the index searches, "numba" (CPU), "cuda" or "auto" (see
+    `aftershock.load_index`).
     """
 
     max_k: int = 1000
@@ -34,6 +36,7 @@ class ServiceSettings(Config):
     threads: int | None = None
     collection: str = "default"
     warmup: bool = True
+    backend: str = "numba"
 
     def __post_init__(self):
         for name in ("max_k", "max_batch", "max_query_terms", "max_text_chars", "max_body_bytes"):
@@ -45,6 +48,7 @@ class ServiceSettings(Config):
               "api_key='' is empty; pass a non-empty key or None to disable the check")
         check(bool(self.collection) and "/" not in self.collection,
               f"collection={self.collection!r} must be a non-empty name without '/'")
+        resolve_backend(self.backend)  # ConfigError naming the choices
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
 
     def to_json(self) -> str:

@@ -100,6 +100,15 @@ def main() -> int:
                                                                          for x in si.document(5)],
     }
 
+    # the service engine drives a GPU index through the same contract (search, document, info)
+    from aftershock.service.engine import SearchEngine
+
+    eng = SearchEngine(gs)
+    er = eng.search_batch(qs, k, eng.params(3, 0.8, None))
+    out["engine"] = {"same": bool(np.array_equal(er.ids, gs.search(qs, k, query_cut=3, heap_factor=0.8).ids)),
+                     "kind": eng.info()["kind"], "backend": eng.info()["backend"],
+                     "document": eng.document(5)["vector"]["indices"] == si.document(5)[0].tolist()}
+
     # bad input: clear errors before any kernel runs
     errs = {}
     for name, call in {

@@ -104,6 +104,10 @@ def test_gpu_indexes_keep_the_search_contract(sim):
     assert c["info"] == {"exact": "exact-cuda", "seismic": "seismic-cuda"} and c["backend"] == "cuda"
 
 
+def test_service_engine_serves_a_gpu_index(sim):
+    assert sim["engine"] == {"same": True, "kind": "seismic-cuda", "backend": "cuda", "document": True}
+
+
 def test_no_gpu_raises_backend_unavailable():
     from aftershock.gpu import cuda_available
     from aftershock.seismic import ExactIndex

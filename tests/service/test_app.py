@@ -121,6 +121,7 @@ def test_document_lookup(client, cranfield, make_client):
 def test_info_and_health(client, seismic_index):
     info = client.get("/info").json()
     assert info["kind"] == "seismic" and info["n_docs"] == 1400 and info["dim"] == 30522
+    assert info["backend"] == "numba"
     assert info["index_bytes"] == seismic_index.nbytes() > 0
     assert info["vocab_size"] == 30522 and info["format_version"] == FORMAT_VERSION
     assert info["config"]["n_postings"] == 400 and info["limits"]["max_k"] == 1000
@@ -219,6 +220,14 @@ def test_text_without_encoder_and_tokens_without_vocabulary(make_client, cranfie
     no_vocab.vocab = None
     r = make_client(index=no_vocab).post("/search", json={"query": {"tokens": {"wing": 1.0}}})
     assert r.status_code == 422 and r.json()["error"] == "no_vocabulary"
+
+
+def test_settings_reject_an_unknown_backend():
+    from aftershock.errors import ConfigError
+    from aftershock.service import ServiceSettings
+
+    with pytest.raises(ConfigError, match=r"backend='tpu' is unknown; choose one of \['auto', 'cuda', 'numba'\]"):
+        ServiceSettings(backend="tpu")
 
 
 def test_body_size_limit(make_client):
