@@ -92,7 +92,7 @@ class _GpuBase:
                 "host_kind": self.host.kind}
 
     def to(self, device: str = "cuda", **kw):
-        """"cuda": this index; "cpu"/"numba": the host index it was copied from."""
+        """On "cuda": this index; on "cpu"/"numba": the host index it was copied from."""
         if device == "cuda" and not kw:
             return self
         return to_backend(self.host, device, **kw)
