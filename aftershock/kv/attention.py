@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from aftershock.errors import ConfigError, InvalidVectorError
+from aftershock.index.config import Config, check, is_int
 from aftershock.kv.index import DenseBlockIndex, DenseConfig, DenseSearchParams
 
 
@@ -57,7 +58,7 @@ def _check_heads(n_heads: int, n_kv: int):
 
 
 @dataclass
-class RetrievalConfig:
+class RetrievalConfig(Config):
     """Static part (``n_sink`` first + ``window`` latest positions), ``top_k`` keys retrieved per query head,
     the index build (`DenseConfig`) and search (`DenseSearchParams`)."""
 
@@ -70,10 +71,8 @@ class RetrievalConfig:
     def __post_init__(self):
         for name in ("n_sink", "window"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be an integer >= 0")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ConfigError(f"top_k={self.top_k!r} must be an integer >= 1 (RetrievalAttention uses 100)")
+            check(is_int(v, 0), f"{name}={v!r} must be an integer >= 0")
+        check(is_int(self.top_k, 1), f"top_k={self.top_k!r} must be an integer >= 1 (RetrievalAttention uses 100)")
 
 
 class KVRetriever:
