@@ -183,9 +183,10 @@ def cmd_tune(a) -> None:
     for qc, hf, fb in parse_sweep(a.sweep):
         t = time.perf_counter()
         r = g.reference(qs, a.k, query_cut=qc, heap_factor=hf, first_blocks=fb)
-        st = g.last_stats_raw.mean(axis=0)
+        st = {name: float(v.mean()) for name, v in g.last_stats.items()}
         print(f"query_cut={qc} heap_factor={hf} first_blocks={fb}: recall@{a.k}={recall(tids, r.ids):.4f} "
-              f"blocks {st[2]:.0f}/{st[0]:.0f} docs {st[3]:.0f} ({time.perf_counter() - t:.1f} s)", flush=True)
+              f"blocks {st['blocks_visited']:.0f}/{st['blocks_scored']:.0f} docs {st['docs_scored']:.0f} "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
 
 
 # ------------------------------------------------------------------------------------------- run (GPU)
@@ -336,7 +337,7 @@ def cmd_run(a) -> None:
     # ---- exact GPU
     t = time.perf_counter()
     gex = GpuExactIndex(ExactIndex.build(docs), tpb=a.tpb, tile=a.tile)
-    say(f"exact GPU index: {gex.nbytes / 1e6:.0f} MB on device, {gex.n_tiles} tiles of {gex.tile} "
+    say(f"exact GPU index: {gex.nbytes() / 1e6:.0f} MB on device, {gex.n_tiles} tiles of {gex.tile} "
         f"({time.perf_counter() - t:.1f} s)")
     r = gex.search(qs, k)
     ok = r.ids >= 0
@@ -352,8 +353,8 @@ def cmd_run(a) -> None:
 
     # ---- where the exact kernel's time goes (batch 1024): accumulate only, + tile top-k, full; another tile
     vb = min(1024, len(qs))
-    for name, fn in [("exact-gpu stage 1: accumulate only", lambda q: gex.search(q, k, _stages=1)),
-                     ("exact-gpu stage 2: + tile top-k", lambda q: gex.search(q, k, _stages=2))]:
+    for name, fn in [("exact-gpu stage 1: accumulate only", lambda q: gex._search(q, k, stages=1)),
+                     ("exact-gpu stage 2: + tile top-k", lambda q: gex._search(q, k, stages=2))]:
         sec, n = time_batches(fn, qs, vb, vb * 4)
         say(f"variant {name:45s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
         results.setdefault("variants", []).append(dict(name=name, batch=vb, us=sec / n * 1e6))
@@ -383,7 +384,7 @@ def cmd_run(a) -> None:
     sidx, bt = build_seismic(docs, ncpu)
     say(f"Seismic index built on the CPU ({ncpu} threads) in {bt:.1f} s: {sidx.n_blocks:,} blocks")
     gs = GpuSeismicIndex(sidx, tpb=a.tpb, group=a.group)
-    say(f"blocked GPU index: {gs.nbytes / 1e6:.0f} MB on device ({time.perf_counter() - t - bt:.1f} s)")
+    say(f"blocked GPU index: {gs.nbytes() / 1e6:.0f} MB on device ({time.perf_counter() - t - bt:.1f} s)")
     for qc, hf, fb in parse_sweep(a.sweep):
         try:
             blocked_setting(a, gs, qs, tids, k, (qc, hf, fb), bench, say, results, vb)
@@ -405,7 +406,7 @@ def blocked_setting(a, gs, qs, tids, k, setting, bench, say, results, vb):
     r = gs.search(qs, k, **kw)
     rec = recall(tids, r.ids)
     bq = gs.bytes_touched().astype(np.float64)
-    st = gs.last_stats
+    st = {name: float(v.mean()) for name, v in gs.last_stats.items()}  # per-query means
     # the same algorithm on the CPU (its reference) must give the same ids
     n_ref = min(len(qs), a.n_check)
     ref = gs.reference(qs[np.arange(n_ref)], k, **kw)
@@ -415,11 +416,11 @@ def blocked_setting(a, gs, qs, tids, k, setting, bench, say, results, vb):
     say(f"blocked GPU {kw}: recall {rec:.4f}; vs CPU reference on {n_ref} queries: identical ids "
         f"{100 * same:.1f}%, max score diff {err:.2e}; per query: blocks scored {st['blocks_scored']:.0f}, "
         f"visited {st['blocks_visited']:.0f}, docs rescored {st['docs_scored']:.0f}")
-    bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs.search(q, k, with_stats=False, **kw), bq,
+    bench(f"blocked-gpu qc={qc} hf={hf} fb={fb}", lambda q, kw=kw: gs._search(q, k, stats=False, **kw), bq,
           rec, f"docs/q {st['docs_scored']:.0f}")
     if setting == parse_sweep(a.sweep)[0]:  # where the blocked kernel's time goes
         for stg, name in [(1, "summary scores only"), (2, "+ phase A (first blocks, theta)")]:
-            sec, n = time_batches(lambda q, kw=kw, stg=stg: gs.search(q, k, with_stats=False, _stages=stg, **kw),
+            sec, n = time_batches(lambda q, kw=kw, stg=stg: gs._search(q, k, stages=stg, stats=False, **kw),
                                   qs, vb, vb * 4)
             say(f"variant blocked stage {stg}: {name:32s} batch {vb}: {sec / n * 1e6:8.3f} us/q")
             results.setdefault("variants", []).append(dict(name=f"blocked {kw} stage {stg}", batch=vb,

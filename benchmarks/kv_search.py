@@ -153,7 +153,7 @@ class ASRetriever(KVRetriever):
         self.search_s = getattr(self, "search_s", 0.0) + time.perf_counter() - t0
         if not hasattr(self, "scanned"):
             self.scanned = []
-        self.scanned.append(torch.as_tensor(self.last_stats[:, 2] / (self.end - self.start)))
+        self.scanned.append(torch.as_tensor(self.last_stats["keys_scored"] / (self.end - self.start)))
         return ids
 
 

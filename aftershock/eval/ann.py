@@ -407,7 +407,7 @@ def _child_aftershock(job, docs, queries) -> dict:
         ns, res, single_cores = _time_each(lambda q: index.search(q, k, threads=1, **knobs), singles)
         ids = np.vstack([r.ids for r in res]) if res else np.zeros((0, k), np.int64)
         batch_s, bres, cores = _time_once(lambda: index.search(queries, k, threads=T, **knobs))
-        stats = dict(getattr(index, "last_stats", {}) or {})  # per-query means over the batch
+        stats = {n: float(v.mean()) for n, v in index.last_stats.items()}  # per-query means over the batch
         batch1_s = cores1 = None
         if T > 1:
             batch1_s, _, cores1 = _time_once(lambda: index.search(queries, k, threads=1, **knobs))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from aftershock.errors import ConfigError, InvalidVectorError
+from aftershock.index.config import Config, check, is_int
 from aftershock.kv.index import DenseBlockIndex, DenseConfig, DenseSearchParams
 
 
@@ -57,7 +58,7 @@ def _check_heads(n_heads: int, n_kv: int):
 
 
 @dataclass
-class RetrievalConfig:
+class RetrievalConfig(Config):
     """Static part (``n_sink`` first + ``window`` latest positions), ``top_k`` keys retrieved per query head,
     the index build (`DenseConfig`) and search (`DenseSearchParams`)."""
 
@@ -70,10 +71,8 @@ class RetrievalConfig:
     def __post_init__(self):
         for name in ("n_sink", "window"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be an integer >= 0")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ConfigError(f"top_k={self.top_k!r} must be an integer >= 1 (RetrievalAttention uses 100)")
+            check(is_int(v, 0), f"{name}={v!r} must be an integer >= 0")
+        check(is_int(self.top_k, 1), f"top_k={self.top_k!r} must be an integer >= 1 (RetrievalAttention uses 100)")
 
 
 class KVRetriever:
@@ -83,7 +82,7 @@ class KVRetriever:
     def __init__(self, indexes, k_cpu, v_cpu, start: int, end: int):
         self.indexes, self.k_cpu, self.v_cpu = indexes, k_cpu, v_cpu
         self.start, self.end = int(start), int(end)
-        self.last_stats = None
+        self.last_stats: dict = {}  # of the last search: name -> per-(head, query) int64 array
 
     @classmethod
     def build(cls, keys, values, start: int, end: int, queries=None, config: DenseConfig | None = None,
@@ -112,10 +111,10 @@ class KVRetriever:
         ids = np.empty((n_heads, lq, k), np.int64)
         stats = []
         for j, index in enumerate(self.indexes):
-            res, st = index.search(qn[j * g:(j + 1) * g].reshape(-1, d), k, params, return_stats=True)
+            res = index.search(qn[j * g:(j + 1) * g].reshape(-1, d), k, params)
             ids[j * g:(j + 1) * g] = res.ids.reshape(g, lq, k)
-            stats.append(st)
-        self.last_stats = np.concatenate(stats)
+            stats.append(index.last_stats)
+        self.last_stats = {name: np.concatenate([st[name] for st in stats]) for name in stats[0]} if stats else {}
         return ids
 
     def partial(self, q, scale: float, k: int, params: DenseSearchParams | None = None, ids=None):

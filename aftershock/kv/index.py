@@ -16,37 +16,27 @@ Build:
     ranking (both ways), neighbours ranked by how many queries link them; keys with too few links are
     topped up from the key-kNN graph.
 
-Search (`search(q, k, params)`): see ``kernels.dense_search_one``. ``heap_factor`` (0, 1] shrinks the
-radius term of the block estimate (1 = exact upper bound: with ``n_knn=0`` and ``heap_factor=1`` the
+Search (`search(q, k, params, **overrides)`, statistics in ``last_stats``): see
+``kernels.dense_search_one``. ``heap_factor`` (0, 1] shrinks the radius term of the block estimate (1 = exact upper bound: with ``n_knn=0`` and ``heap_factor=1`` the
 result is the exact top-k). ``n_knn`` graph neighbours of each result are rescored.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index import SearchResult
+from aftershock.index.config import Config, check, is_int
 from aftershock.kv import kernels as K
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-def _known(cls, kw: dict) -> None:
-    unknown = sorted(set(kw) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} parameter(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
-
-
 @dataclass(frozen=True)
-class DenseConfig:
+class DenseConfig(Config):
     """How a `DenseBlockIndex` is built (Seismic's names where they carry over)."""
 
     block_size: int = 64
@@ -60,29 +50,22 @@ class DenseConfig:
     seed: int = 42
 
     def __post_init__(self):
-        _check(isinstance(self.block_size, int) and self.block_size >= 1,
-               f"block_size={self.block_size!r} must be an integer >= 1 (try 64)")
-        _check(isinstance(self.kmeans_iterations, int) and self.kmeans_iterations >= 0,
-               f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
-        _check(isinstance(self.knn, int) and self.knn >= 0, f"knn={self.knn!r} must be an integer >= 0")
-        _check(isinstance(self.knn_probe, int) and self.knn_probe >= 1,
-               f"knn_probe={self.knn_probe!r} must be an integer >= 1")
-        _check(isinstance(self.roar_topk, int) and self.roar_topk >= 2,
-               f"roar_topk={self.roar_topk!r} must be an integer >= 2")
-        _check(isinstance(self.max_build_queries, int) and self.max_build_queries >= 1,
-               f"max_build_queries={self.max_build_queries!r} must be an integer >= 1")
-        _check(self.whiten_eps > 0, f"whiten_eps={self.whiten_eps!r} must be > 0")
-
-    def with_(self, **kw) -> "DenseConfig":
-        _known(DenseConfig, kw)
-        return replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        check(is_int(self.block_size, 1),
+              f"block_size={self.block_size!r} must be an integer >= 1 (try 64)")
+        check(is_int(self.kmeans_iterations, 0),
+              f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
+        check(is_int(self.knn, 0), f"knn={self.knn!r} must be an integer >= 0")
+        check(is_int(self.knn_probe, 1),
+              f"knn_probe={self.knn_probe!r} must be an integer >= 1")
+        check(is_int(self.roar_topk, 2),
+              f"roar_topk={self.roar_topk!r} must be an integer >= 2")
+        check(is_int(self.max_build_queries, 1),
+              f"max_build_queries={self.max_build_queries!r} must be an integer >= 1")
+        check(self.whiten_eps > 0, f"whiten_eps={self.whiten_eps!r} must be > 0")
 
 
 @dataclass(frozen=True)
-class DenseSearchParams:
+class DenseSearchParams(Config):
     """Query-time knobs, with the sparse index's names: a block is skipped once its estimate
     ``qs.c + heap_factor |qs| r`` is below the k-th best score; ``n_knn`` graph neighbours of each result
     are scored, for up to ``refine_rounds`` rounds (each expands the results not yet expanded);
@@ -93,17 +76,15 @@ class DenseSearchParams:
     refine_rounds: int = 16
     threads: int | None = None
 
-    def __post_init__(self):
-        _check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = exact bound)")
-        _check(isinstance(self.n_knn, int) and self.n_knn >= 0, f"n_knn={self.n_knn!r} must be an integer >= 0")
-        _check(isinstance(self.refine_rounds, int) and self.refine_rounds >= 1,
-               f"refine_rounds={self.refine_rounds!r} must be an integer >= 1")
-        _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-               f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
+    none_keeps = True  # with_(n_knn=None) keeps the current value
 
-    def with_(self, **kw) -> "DenseSearchParams":
-        _known(DenseSearchParams, kw)
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+    def __post_init__(self):
+        check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = exact bound)")
+        check(is_int(self.n_knn, 0), f"n_knn={self.n_knn!r} must be an integer >= 0")
+        check(is_int(self.refine_rounds, 1),
+              f"refine_rounds={self.refine_rounds!r} must be an integer >= 1")
+        check(self.threads is None or is_int(self.threads, 1),
+              f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
 
 
 def _as_matrix(x, what: str, dim: int | None = None) -> np.ndarray:
@@ -185,6 +166,7 @@ def _split_large(assign: np.ndarray, n_clusters: int, cap: int) -> np.ndarray:
 class DenseBlockIndex:
     """Blocked, summarized, graph-refined index over dense keys (rows = positions given at build)."""
 
+    kind = "dense"
     ARRAYS = ("keys", "blk_ptr", "key_blk", "cents", "radii", "knn", "row_ids", "transform")
 
     def __init__(self, arrays: dict, config: DenseConfig, build_stats: dict | None = None):
@@ -193,6 +175,7 @@ class DenseBlockIndex:
         self.config = config
         self.build_stats = build_stats or {}
         self._lock = threading.Lock()
+        self.last_stats: dict = {}
 
     @property
     def n_keys(self) -> int:
@@ -302,11 +285,17 @@ class DenseBlockIndex:
             self._stamp = 0
         return sc
 
-    def search(self, queries, k: int = 100, params: DenseSearchParams | None = None, return_stats: bool = False):
+    STATS = ("blocks_estimated", "blocks_visited", "keys_scored")
+
+    def search(self, queries, k: int = 10, params: DenseSearchParams | None = None, **overrides) -> SearchResult:
         """Top-``k`` keys by inner product for each query row: `SearchResult` (nq, k), best first, padded with
-        -inf / -1; ids are the build's ``ids`` (default: key rows). ``return_stats`` adds an (nq, 3) array
-        [blocks estimated, blocks visited, keys scored]."""
-        params = params or DenseSearchParams()
+        -inf / -1; ids are the build's ``ids`` (default: key rows). ``params`` (or keyword overrides:
+        heap_factor, n_knn, refine_rounds, threads). ``last_stats`` then holds per-query counts of blocks
+        estimated, blocks visited and keys scored."""
+        if params is not None and not isinstance(params, DenseSearchParams):
+            raise ConfigError(f"params must be a DenseSearchParams, got {type(params).__name__}")
+        params = params if params is not None else DenseSearchParams()
+        params = params.with_(**overrides) if overrides else params
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k={k!r} must be an integer >= 1")
         q = _as_matrix(queries, "queries", self.dim)
@@ -326,11 +315,21 @@ class DenseBlockIndex:
             if nt == 1:
                 K.dense_search_serial(*args, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
             else:
+                prev = numba.get_num_threads()
                 numba.set_num_threads(nt)
-                K.dense_search_batch(*args, nt, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
+                try:
+                    K.dense_search_batch(*args, nt, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
+                finally:
+                    numba.set_num_threads(prev)
+            self.last_stats = {name: stats[:, j].copy() for j, name in enumerate(self.STATS)}
         ids = np.where(out_i >= 0, self.row_ids[np.maximum(out_i, 0)], -1)
-        res = SearchResult(out_s, ids)
-        return (res, stats) if return_stats else res
+        return SearchResult(out_s, ids)
+
+    def info(self) -> dict:
+        """A JSON-ready summary: kind, n_keys, dim, n_blocks, index_bytes, config, build_stats."""
+        return {"kind": self.kind, "backend": "numba", "n_keys": self.n_keys, "dim": self.dim,
+                "n_blocks": self.n_blocks, "index_bytes": self.nbytes(), "config": self.config.to_dict(),
+                "build_stats": dict(self.build_stats)}
 
 
 def _key_knn(xs_p, cents, blk_ptr, m: int, probe: int) -> np.ndarray:

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
-from aftershock.errors import ConfigError
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-def _known(cls, kw: dict) -> None:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(kw) - names)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} parameter(s) {unknown}; known: {sorted(names)}")
+from aftershock.index.config import Config, check, is_int
 
 
 @dataclass(frozen=True)
-class SeismicConfig:
+class SeismicConfig(Config):
     """How a Seismic index is built (names follow pyseismic-lsr so configs port over).
 
     pruning: ``"global"`` keeps the heaviest ``n_postings`` x (number of non-empty lists) postings overall,
@@ -50,45 +38,34 @@ class SeismicConfig:
     seed: int = 42
 
     def __post_init__(self):
-        _check(isinstance(self.n_postings, int) and self.n_postings >= 1,
-               f"n_postings={self.n_postings!r} must be an integer >= 1 (Seismic's default is 3500)")
-        _check(self.max_fraction > 0, f"max_fraction={self.max_fraction!r} must be > 0 (default 1.5)")
-        _check(self.pruning in ("global", "fixed", "none"),
-               f"pruning={self.pruning!r}; use 'global', 'fixed' or 'none'")
-        _check(0 < self.centroid_fraction <= 1, f"centroid_fraction={self.centroid_fraction!r} must be in (0, 1]")
-        _check(isinstance(self.min_cluster_size, int) and self.min_cluster_size >= 1,
-               f"min_cluster_size={self.min_cluster_size!r} must be an integer >= 1")
-        _check(self.clustering in ("random", "kmeans"), f"clustering={self.clustering!r}; use 'random' or 'kmeans'")
-        _check(isinstance(self.kmeans_iterations, int) and self.kmeans_iterations >= 0,
-               f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
-        _check(isinstance(self.max_block_size, int) and self.max_block_size >= 0,
-               f"max_block_size={self.max_block_size!r} must be an integer >= 0 (0 = no limit)")
-        _check(isinstance(self.doc_cut, int) and self.doc_cut >= 1, f"doc_cut={self.doc_cut!r} must be an integer >= 1")
-        _check(0 < self.summary_energy <= 1, f"summary_energy={self.summary_energy!r} must be in (0, 1]")
-        _check(isinstance(self.knn, int) and self.knn >= 0, f"knn={self.knn!r} must be an integer >= 0")
-        _check(self.value_dtype in ("float16", "float32"),
-               f"value_dtype={self.value_dtype!r}; use 'float16' (compact) or 'float32' (exact)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SeismicConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def with_(self, **kw) -> "SeismicConfig":
-        _known(SeismicConfig, kw)
-        return replace(self, **kw)
+        check(is_int(self.n_postings, 1),
+              f"n_postings={self.n_postings!r} must be an integer >= 1 (Seismic's default is 3500)")
+        check(self.max_fraction > 0, f"max_fraction={self.max_fraction!r} must be > 0 (default 1.5)")
+        check(self.pruning in ("global", "fixed", "none"),
+              f"pruning={self.pruning!r}; use 'global', 'fixed' or 'none'")
+        check(0 < self.centroid_fraction <= 1, f"centroid_fraction={self.centroid_fraction!r} must be in (0, 1]")
+        check(is_int(self.min_cluster_size, 1),
+              f"min_cluster_size={self.min_cluster_size!r} must be an integer >= 1")
+        check(self.clustering in ("random", "kmeans"), f"clustering={self.clustering!r}; use 'random' or 'kmeans'")
+        check(is_int(self.kmeans_iterations, 0),
+              f"kmeans_iterations={self.kmeans_iterations!r} must be an integer >= 0")
+        check(is_int(self.max_block_size, 0),
+              f"max_block_size={self.max_block_size!r} must be an integer >= 0 (0 = no limit)")
+        check(is_int(self.doc_cut, 1), f"doc_cut={self.doc_cut!r} must be an integer >= 1")
+        check(0 < self.summary_energy <= 1, f"summary_energy={self.summary_energy!r} must be in (0, 1]")
+        check(is_int(self.knn, 0), f"knn={self.knn!r} must be an integer >= 0")
+        check(self.value_dtype in ("float16", "float32"),
+              f"value_dtype={self.value_dtype!r}; use 'float16' (compact) or 'float32' (exact)")
 
 
 INT32_MAX = 2**31 - 1  # kernels take query-time counts as machine integers
 
 
 @dataclass(frozen=True)
-class SearchParams:
+class SearchParams(Config):
     """Query-time knobs: ``query_cut`` heaviest query terms pick the posting lists; a block is skipped
-    when its summary score < ``heap_factor`` x the current k-th score; ``n_knn`` graph neighbours of each
+    when its summary score < ``heap_factor`` x the current k-th score (lower = fewer skips: higher recall,
+    slower); ``n_knn`` graph neighbours of each
     result are rescored; ``threads`` (None = all cores) parallelise a batch over queries."""
 
     query_cut: int = 10
@@ -96,24 +73,25 @@ class SearchParams:
     n_knn: int = 0
     threads: int | None = None
 
+    none_keeps = True  # with_(heap_factor=None) keeps the current value (a CLI flag or request field not given)
+
     def __post_init__(self):
-        _check(isinstance(self.query_cut, int) and 1 <= self.query_cut <= INT32_MAX,
-               f"query_cut={self.query_cut!r} must be an integer in [1, {INT32_MAX}] (try 10; a value above the "
-               "query's number of terms visits all its lists)")
-        _check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = safest)")
-        _check(isinstance(self.n_knn, int) and 0 <= self.n_knn <= INT32_MAX,
-               f"n_knn={self.n_knn!r} must be an integer in [0, {INT32_MAX}] (at most the index's knn is used)")
-        _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-               f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
+        check(is_int(self.query_cut, 1, INT32_MAX),
+              f"query_cut={self.query_cut!r} must be an integer in [1, {INT32_MAX}] (try 10; a value above the "
+              "query's number of terms visits all its lists)")
+        check(0 < self.heap_factor <= 1,
+              f"heap_factor={self.heap_factor!r} must be in (0, 1]: a block is skipped when its summary score is "
+              "below heap_factor x the k-th best score so far, so a lower value is safer (higher recall, slower); "
+              "try 0.7")
+        check(is_int(self.n_knn, 0, INT32_MAX),
+              f"n_knn={self.n_knn!r} must be an integer in [0, {INT32_MAX}] (at most the index's knn is used)")
+        check(self.threads is None or is_int(self.threads, 1),
+              f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
 
     def n_threads(self) -> int:
         import numba
 
         return min(self.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
-
-    def with_(self, **kw) -> "SearchParams":
-        _known(SearchParams, kw)
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
 def cpu_count() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -17,6 +18,7 @@ import numpy as np
 
 from aftershock.errors import ConfigError, IndexFormatError, TermIdOutOfRangeError
 from aftershock.index import SearchResult, SparseBatch, Vocabulary, load_dir, save_dir
+from aftershock.index.backends import resolve_backend, to_backend
 from aftershock.seismic import kernels as K
 from aftershock.seismic.config import SearchParams, SeismicConfig
 
@@ -28,6 +30,19 @@ def _threads(threads: int | None) -> int:
     if not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for all {limit} cores)")
     return min(int(threads), limit)
+
+
+@contextmanager
+def _numba_threads(n: int | None = None):
+    """Run the block with ``n`` Numba threads (None: as the block sets them), then restore the caller's count."""
+    prev = numba.get_num_threads()
+    if n is not None and n != prev:
+        numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if numba.get_num_threads() != prev:
+            numba.set_num_threads(prev)
 
 
 def _term_dtype(dim: int):
@@ -97,7 +112,14 @@ def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
 
 
 class BaseIndex:
+    """What every CPU index offers: the one search contract
+    ``search(queries, k=10, params=None, **overrides) -> SearchResult`` (ids are row numbers, padded -inf / -1),
+    ``last_stats`` (name -> per-query int64 array of the last search; empty when the index keeps none), the
+    documents through ``document(row)``, a summary through ``info()``, ``vocab``, ``doc_ids``, ``dim``,
+    ``n_docs``, persistence (``save`` / `load_index`) and ``to(backend)``."""
+
     kind = "base"
+    backend = "numba"
 
     doc_ids: np.ndarray
     dim: int
@@ -109,6 +131,23 @@ class BaseIndex:
     @property
     def n_docs(self) -> int:
         raise NotImplementedError
+
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
+        raise NotImplementedError
+
+    @property
+    def last_stats(self) -> dict:
+        """Work counters of the last search: name -> per-query int64 array (empty: this index keeps none)."""
+        return {}
+
+    @staticmethod
+    def _params(params: SearchParams | None, overrides: dict) -> SearchParams:
+        """``params`` (default `SearchParams()`) with ``overrides`` applied (unknown names -> ConfigError)."""
+        if params is not None and not isinstance(params, SearchParams):
+            raise ConfigError(f"params must be a SearchParams, got {type(params).__name__}; pass "
+                              "SearchParams(query_cut=..., heap_factor=...) or keyword overrides")
+        params = params if params is not None else SearchParams()
+        return params.with_(**overrides) if overrides else params
 
     def _check_queries(self, queries, k) -> SparseBatch:
         if not isinstance(queries, SparseBatch):
@@ -133,6 +172,24 @@ class BaseIndex:
     def _empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
 
+    # ------------------------------------------------------------------ what other rooms may read
+    def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vector of document ``row``: (term ids int64 ascending, weights float32 as stored)."""
+        raise NotImplementedError
+
+    def _check_row(self, row) -> int:
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < self.n_docs:
+            raise ConfigError(f"row={row!r} must be an integer in [0, {self.n_docs}); map an external id with "
+                              "list(index.doc_ids).index(id)")
+        return int(row)
+
+    def info(self) -> dict:
+        """A JSON-ready summary: kind, backend, n_docs, dim, vocab_size, index_bytes, config, build_stats."""
+        return {"kind": self.kind, "backend": self.backend, "n_docs": int(self.n_docs), "dim": int(self.dim),
+                "vocab_size": len(self.vocab) if self.vocab is not None else None, "index_bytes": self.nbytes(),
+                "config": {}, "build_stats": {}}
+
+    # ------------------------------------------------------------------ persistence
     def _meta_common(self) -> dict:
         return {"kind": self.kind, "n_docs": self.n_docs, "dim": self.dim}
 
@@ -155,13 +212,13 @@ class BaseIndex:
         raise NotImplementedError
 
     def to(self, device: str = "cuda", **kw):
-        """This index on ``device``: "cpu" returns it as is; "cuda" copies its arrays to the GPU once and
-        returns an index with the same ``search`` contract (see aftershock.gpu)."""
-        if device == "cpu":
-            return self
-        from aftershock.gpu import to_device  # the GPU room builds on this one, so import it lazily
+        """This index on backend ``device``: "cpu"/"numba" returns it as is; "cuda" copies its arrays to the GPU
+        once and returns an index with the same ``search`` contract (see `aftershock.index.backends`)."""
+        return to_backend(self, device, **kw)
 
-        return to_device(self, device, **kw)
+    def to_host(self):
+        """The CPU index (itself)."""
+        return self
 
     def save(self, path) -> Path:
         """Write the index atomically to directory ``path`` (replacing any index there)."""
@@ -169,7 +226,9 @@ class BaseIndex:
 
 
 class ExactIndex(BaseIndex):
-    """Exhaustive inner-product search over an inverted index (multi-threaded Numba): the ground truth."""
+    """Exhaustive inner-product search over an inverted index (multi-threaded Numba): the ground truth.
+
+    ``search`` takes `SearchParams` for the common contract; only ``threads`` matters (no approximation)."""
 
     kind = "exact"
 
@@ -179,6 +238,8 @@ class ExactIndex(BaseIndex):
         self.dim = int(dim)
         self.doc_ids = np.asarray(doc_ids, dtype=object)
         self.vocab = vocab
+        self._fwd = None
+        self._fwd_lock = threading.Lock()
 
     @property
     def n_docs(self) -> int:
@@ -191,16 +252,37 @@ class ExactIndex(BaseIndex):
         return cls(csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data.astype(np.float32),
                    len(docs), docs.dim, docs.ids, docs.vocab)
 
-    def search(self, queries, k: int = 10, params: SearchParams | None = None, threads: int | None = None
-               ) -> SearchResult:
+    def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
+        """Exact top-k per query; ``params`` / overrides: only ``threads`` (None = all cores) applies."""
+        params = self._params(params, overrides)
         queries = self._check_queries(queries, k)
-        nt = _threads(threads if threads is not None else (params.threads if params else None))
+        nt = _threads(params.threads)
         out_s, out_i = self._empty_result(len(queries), k)
         if len(queries):
-            numba.set_num_threads(nt)
-            K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
-                                 queries.indices, queries.values, k, nt, out_s, out_i)
+            with _numba_threads(nt):
+                K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
+                                     queries.indices, queries.values, k, nt, out_s, out_i)
         return SearchResult(out_s, out_i)
+
+    def _forward(self):
+        """The document-major copy of the inverted index (built on first use, then kept)."""
+        if self._fwd is None:
+            with self._fwd_lock:
+                if self._fwd is None:
+                    import scipy.sparse as sp
+
+                    csr = sp.csc_matrix((np.asarray(self.inv_vals), np.asarray(self.inv_docs),
+                                         np.asarray(self.inv_ptr)), shape=(self._n, self.dim)).tocsr()
+                    csr.sort_indices()
+                    self._fwd = (csr.indptr.astype(np.int64), csr.indices.astype(np.int64),
+                                 csr.data.astype(np.float32))
+        return self._fwd
+
+    def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self._check_row(row)
+        ptr, idx, val = self._forward()
+        a, b = ptr[row], ptr[row + 1]
+        return idx[a:b].copy(), val[a:b].copy()
 
     def _arrays(self):
         return {"inv_ptr": self.inv_ptr, "inv_docs": self.inv_docs, "inv_vals": self.inv_vals}
@@ -384,12 +466,30 @@ class SeismicIndex(BaseIndex):
     # ------------------------------------------------------------------ search
     def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
         """Top-k per query. ``params`` (or keyword overrides: query_cut, heap_factor, n_knn, threads)."""
-        params = (params or SearchParams()).with_(**overrides) if overrides else (params or SearchParams())
+        params = self._params(params, overrides)
         queries = self._check_queries(queries, k)
         if params.n_knn and self.knn.shape[1] == 0:
             raise ConfigError(f"n_knn={params.n_knn} but this index has no k-NN graph; build it with knn>0 "
                               "(aftershock build --knn 10) or search with n_knn=0")
-        return self._search_arrays(queries, k, params, _threads(params.threads))
+        nq, nt = len(queries), _threads(params.threads)
+        if nq == 0:
+            self._last_stats = np.zeros((0, len(self.STATS)), np.int64)
+        if min(nq, nt) <= 1:  # the serial kernel leaves Numba's thread count alone
+            return self._search_arrays(queries, k, params, nt)
+        with _numba_threads():  # the batch kernel sets its own count; the caller's is restored
+            return self._search_arrays(queries, k, params, nt)
+
+    def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Forward row ``row`` decoded: (term ids int64, weights float32 as stored, float16 ones widened)."""
+        row = self._check_row(row)
+        a, b = int(self.fwd_ptr[row]), int(self.fwd_ptr[row + 1])
+        vals = np.asarray(self.fwd_val[a:b])
+        vals = vals.view(np.float16).astype(np.float32) if vals.dtype == np.uint16 else vals.astype(np.float32)
+        return np.asarray(self.fwd_idx[a:b]).astype(np.int64), vals
+
+    def info(self) -> dict:
+        return {**super().info(), "config": self.config.to_dict(), "build_stats": dict(self.build_stats),
+                "n_blocks": self.n_blocks, "knn": int(self.knn.shape[1])}
 
     def _scratch(self, n_chunks: int):
         """Per-thread scratch reused across calls: a dense query, a visited bitset with the list of docs it
@@ -437,14 +537,16 @@ class SeismicIndex(BaseIndex):
         self._last_stats = stats
         return SearchResult(out_s, out_i)
 
+    STATS = ("blocks_scored", "blocks_visited", "docs_scored")
+
     @property
     def last_stats(self) -> dict:
-        """Per-query means of the last search's work counters: summaries scored, blocks visited, docs scored."""
+        """The last search's work counters, name -> per-query int64 array: summaries scored ("blocks_scored"),
+        blocks visited, documents scored. Means: ``{k: float(v.mean()) for k, v in st.items()}``."""
         st = getattr(self, "_last_stats", None)
-        if st is None or st.shape[0] == 0:
+        if st is None:
             return {}
-        m = st.mean(axis=0)
-        return {"blocks_scored": float(m[0]), "blocks_visited": float(m[1]), "docs_scored": float(m[2])}
+        return {name: np.ascontiguousarray(st[:, j], dtype=np.int64) for j, name in enumerate(self.STATS)}
 
     # ------------------------------------------------------------------ persistence
     def _arrays(self):
@@ -466,11 +568,13 @@ class SeismicIndex(BaseIndex):
 INDEX_KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
 
 
-def load_index(path, mmap: bool = True, verify: bool = True):
-    """Open an index directory written by ``index.save`` (memory-mapped by default, checksums verified)."""
+def load_index(path, backend: str = "numba", mmap: bool = True, verify: bool = True):
+    """Open an index directory written by ``index.save`` (memory-mapped by default, checksums verified) on
+    ``backend``: "numba" (the CPU), "cuda" (copied to the GPU once) or "auto" (cuda when available)."""
+    backend = resolve_backend(backend)  # an unknown name fails before any file is read
     path = Path(path)
     arrays, meta = load_dir(path, mmap=mmap, verify=verify)
     kind = meta.get("kind")
     if kind not in INDEX_KINDS:
         raise IndexFormatError(f"{path}: unknown index kind {kind!r}; this Aftershock knows {sorted(INDEX_KINDS)}")
-    return INDEX_KINDS[kind]._from_arrays(arrays, meta, BaseIndex._load_vocab(path))
+    return to_backend(INDEX_KINDS[kind]._from_arrays(arrays, meta, BaseIndex._load_vocab(path)), backend)

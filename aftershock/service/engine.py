@@ -1,5 +1,8 @@
 """The service's search engine, free of HTTP: request queries -> validated `SparseBatch` -> index search
 -> hits. Every bad value raises `ApiError` naming the request field (``query.indices[3]``) and the fix.
+
+The engine uses only the index contract: ``search(queries, k, params)``, ``document(row)``, ``info()``,
+``vocab``, ``doc_ids``, ``dim`` — so it serves any index (exact, Seismic, on the CPU or a GPU) alike.
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ _ERROR_FIELD = [  # aftershock error class -> (code, field suffix) for errors ra
 def api_error_from(exc: AftershockError, prefix: str = "query") -> ApiError:
     """Map an `aftershock.errors` exception to a 4xx (the message already names value, limit and fix)."""
     if isinstance(exc, ConfigError):
-        m = re.match(r"\s*(\w+)=", str(exc))  # "heap_factor=2 must be in (0, 1]" -> field heap_factor
-        return ApiError(422, "invalid_parameter", str(exc), m.group(1) if m else None)
+        field = getattr(exc, "field", None)
+        if field is None:  # "heap_factor=2 must be in (0, 1]" -> field heap_factor
+            m = re.match(r"\s*(\w+)=", str(exc))
+            field = m.group(1) if m else None
+        return ApiError(422, "invalid_parameter", str(exc), field)
     for cls, code, suffix in _ERROR_FIELD:
         if isinstance(exc, cls):
             return ApiError(422, code, str(exc), f"{prefix}.{suffix}" if suffix else prefix)
@@ -101,12 +107,9 @@ class SearchEngine:
         self.meta = meta or {}
         self.dim = int(index.dim)
         self.vocab = index.vocab
-        self.exact = index.kind == "exact"
         self.doc_ids = [str(d) for d in index.doc_ids]
         self.row_of = {d: i for i, d in enumerate(self.doc_ids)}
-        self.has_knn = (not self.exact) and getattr(index, "knn", np.zeros((0, 0))).shape[1] > 0
-        self._fwd = None
-        self._fwd_lock = threading.Lock()
+        self.index_info = index.info()  # fixed for a loaded index
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,9 +124,8 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ parameters
     def params(self, query_cut, heap_factor, n_knn) -> SearchParams:
-        if n_knn and not self.exact and not self.has_knn:
-            raise ApiError(422, "invalid_parameter", f"n_knn={n_knn} but this index has no k-NN graph; send n_knn=0 "
-                           "or rebuild the index with --knn", "n_knn")
+        """Request knobs (None = the default) over the server's thread setting; the index refuses what it
+        cannot do (e.g. n_knn without a k-NN graph) when it searches."""
         try:
             return SearchParams(threads=self.settings.threads).with_(query_cut=query_cut, heap_factor=heap_factor,
                                                                       n_knn=n_knn)
@@ -237,8 +239,6 @@ class SearchEngine:
     # ------------------------------------------------------------------ search
     def search_batch(self, batch: SparseBatch, k: int, params: SearchParams) -> SearchResult:
         """Blocking index search (run it off the event loop)."""
-        if self.exact:
-            return self.index.search(batch, k, threads=params.threads)
         return self.index.search(batch, k, params)
 
     def hits(self, scores: np.ndarray, rows: np.ndarray, with_docs: bool) -> list[dict]:
@@ -256,30 +256,9 @@ class SearchEngine:
         return out
 
     # ------------------------------------------------------------------ documents
-    def _forward(self):
-        """(indptr, indices, values-decoder) of the stored document vectors, one row per document."""
-        if self._fwd is None:
-            with self._fwd_lock:
-                if self._fwd is None:
-                    ix = self.index
-                    if hasattr(ix, "fwd_ptr"):  # Seismic: the forward index (float16 bits or float32)
-                        vals = np.asarray(ix.fwd_val)
-                        dec = (lambda v: v.view(np.float16).astype(np.float32)) if vals.dtype == np.uint16 else \
-                            (lambda v: v.astype(np.float32))
-                        self._fwd = (np.asarray(ix.fwd_ptr), np.asarray(ix.fwd_idx), vals, dec)
-                    else:  # exact: transpose the inverted index once
-                        import scipy.sparse as sp
-
-                        csr = sp.csc_matrix((ix.inv_vals, ix.inv_docs, ix.inv_ptr), shape=(ix.n_docs, self.dim)).tocsr()
-                        csr.sort_indices()
-                        self._fwd = (csr.indptr, csr.indices, csr.data, lambda v: v.astype(np.float32))
-        return self._fwd
-
     def document(self, row: int) -> dict:
-        ptr, idx, val, dec = self._forward()
-        a, b = int(ptr[row]), int(ptr[row + 1])
-        ids = np.asarray(idx[a:b]).astype(np.int64).tolist()
-        vals = dec(np.asarray(val[a:b])).tolist()
+        idx, val = self.index.document(row)
+        ids, vals = idx.tolist(), val.tolist()
         did = self.doc_ids[row]
         text = self.documents.get(did, {})
         return {"id": did, "vector": {"indices": ids, "values": vals},
@@ -296,14 +275,13 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict:
-        ix = self.index
+        ix = self.index_info
         enc = self.encoder
         return {
-            "kind": ix.kind, "n_docs": int(ix.n_docs), "dim": self.dim, "index_bytes": int(ix.nbytes()),
-            "vocab_size": len(self.vocab) if self.vocab is not None else None,
+            "kind": ix["kind"], "backend": ix.get("backend"), "n_docs": int(ix["n_docs"]), "dim": self.dim,
+            "index_bytes": int(ix["index_bytes"]), "vocab_size": ix.get("vocab_size"),
             "format_version": self.meta.get("format_version"), "collection": self.settings.collection,
-            "config": ix.config.to_dict() if hasattr(ix, "config") else {},
-            "build_stats": dict(getattr(ix, "build_stats", {}) or {}),
+            "config": dict(ix.get("config") or {}), "build_stats": dict(ix.get("build_stats") or {}),
             "defaults": {"k": 10, **{f: getattr(SearchParams, f) for f in ("query_cut", "heap_factor", "n_knn")}},
             "limits": {f: getattr(self.settings, f) for f in ("max_k", "max_batch", "max_query_terms",
                                                               "max_text_chars", "max_body_bytes")},

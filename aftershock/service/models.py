@@ -124,6 +124,7 @@ class BatchSearchResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     kind: str
+    backend: str | None = Field(None, description="compute backend of the index: 'numba' (CPU) or 'cuda'")
     n_docs: int
     dim: int
     index_bytes: int = Field(description="bytes of the index's arrays (memory-mapped from its directory)")

@@ -57,7 +57,8 @@ def build_app(index_dir, model="default", documents=None, settings: ServiceSetti
     """``model``: a model directory, ``"default"`` (the shipped model, used when it fits the index) or
     None / ``"none"`` (no text queries)."""
     meta = read_meta(index_dir)
-    index = load_index(index_dir, mmap=True)
+    settings = settings or ServiceSettings()
+    index = load_index(index_dir, backend=settings.backend, mmap=True)
     if model is None or str(model).lower() == "none":
         encoder = None
     elif str(model) == "default":

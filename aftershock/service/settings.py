@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from aftershock.errors import ConfigError
+from aftershock.index.backends import resolve_backend
+from aftershock.index.config import Config, check, check_known, is_int
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
+class ServiceSettings(Config):
     """Limits and switches of one service instance.
 
     Limits (each breach is a 4xx naming the field and the limit): ``max_k`` results per query,
@@ -20,7 +21,8 @@ class ServiceSettings:
     origins allowed by CORS (empty = no CORS headers). ``threads``: search threads of a batch request
     (None = all cores); a single query runs on one thread (concurrent requests run side by side).
     ``collection``: the name the Qdrant/OpenSearch-style
-    routes answer to.
+    routes answer to. ``backend``: where the index searches, "numba" (CPU), "cuda" or "auto" (see
+    `aftershock.load_index`).
     """
 
     max_k: int = 1000
@@ -34,18 +36,19 @@ class ServiceSettings:
     threads: int | None = None
     collection: str = "default"
     warmup: bool = True
+    backend: str = "numba"
 
     def __post_init__(self):
         for name in ("max_k", "max_batch", "max_query_terms", "max_text_chars", "max_body_bytes"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name}={v!r} must be an integer >= 1")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
-        if self.api_key is not None and not self.api_key:
-            raise ConfigError("api_key='' is empty; pass a non-empty key or None to disable the check")
-        if not self.collection or "/" in self.collection:
-            raise ConfigError(f"collection={self.collection!r} must be a non-empty name without '/'")
+            check(is_int(v, 1), f"{name}={v!r} must be an integer >= 1")
+        check(self.threads is None or is_int(self.threads, 1),
+              f"threads={self.threads!r} must be None (all cores) or an integer >= 1")
+        check(self.api_key is None or bool(self.api_key),
+              "api_key='' is empty; pass a non-empty key or None to disable the check")
+        check(bool(self.collection) and "/" not in self.collection,
+              f"collection={self.collection!r} must be a non-empty name without '/'")
+        resolve_backend(self.backend)  # ConfigError naming the choices
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
 
     def to_json(self) -> str:
@@ -54,10 +57,7 @@ class ServiceSettings:
     @classmethod
     def from_json(cls, text: str) -> "ServiceSettings":
         data = json.loads(text)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown service setting(s) {unknown}; known: {sorted(names)}")
+        check_known(cls, data)
         return cls(**data)
 
     def public(self) -> dict:

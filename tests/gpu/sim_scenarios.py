@@ -52,8 +52,8 @@ def main() -> int:
 
     # exact: float32 weights (4-byte values), several tiles, two launches (chunk=3) reusing the merge counters
     ex = ExactIndex.build(docs)
-    g = GpuExactIndex(ex, tpb=TPB, tile=128)
-    out["exact_f32"] = {"gpu": res(g.search(qs, k, chunk=3)), "cpu": res(ex.search(qs, k)),
+    g = GpuExactIndex(ex, tpb=TPB, tile=128, chunk=3)
+    out["exact_f32"] = {"gpu": res(g.search(qs, k)), "cpu": res(ex.search(qs, k)),
                         "ref": reference_topk(docs, qs, k)[1].tolist(), "value_bytes": g.value_bytes,
                         "n_tiles": g.n_tiles}
     # exact: float16-exact weights (2-byte values), k larger than the number of matching docs
@@ -70,15 +70,44 @@ def main() -> int:
     out["blocked"] = []
     for kw in (dict(query_cut=3, heap_factor=0.8, first_blocks=2), dict(query_cut=2, heap_factor=1.0, first_blocks=1)):
         r = gs.search(qs, k, **kw)
-        st = gs.last_stats_raw.tolist()
+        st = np.stack(list(gs.last_stats.values()), axis=1).tolist()
         ref = gs.reference(qs, k, **kw)
         out["blocked"].append({"kw": kw, "gpu": res(r), "ref": res(ref), "gpu_stats": st,
-                               "ref_stats": gs.last_stats_raw.tolist()})
+                               "ref_stats": np.stack(list(gs.last_stats.values()), axis=1).tolist()})
     # blocked with nothing pruned and every block visited == exact search
     full = SeismicIndex.build(d16, pruning="none", centroid_fraction=0.2)
     gf = GpuSeismicIndex(full, tpb=TPB, group=4)
     out["blocked_full"] = {"gpu": res(gf.search(qs, k, query_cut=64, heap_factor=1.0, first_blocks=10**6)),
                            "cpu": res(ex16.search(qs, k))}
+
+    # the search contract: params + overrides == params.with_(overrides); last_stats per-query int64 arrays
+    from aftershock.seismic import SearchParams
+
+    p = SearchParams(query_cut=3, heap_factor=0.8)
+    a = gs.search(qs, k, p, heap_factor=1.0, first_blocks=2)
+    st = gs.last_stats
+    b = gs.search(qs, k, p.with_(heap_factor=1.0), first_blocks=2)
+    r1, r2 = g.search(qs, k, SearchParams(threads=1), threads=2), g.search(qs, k)
+    out["contract"] = {
+        "override_same": bool(np.array_equal(a.ids, b.ids) and np.allclose(a.scores, b.scores, rtol=1e-5)),
+        "stats": {name: [str(v.dtype), list(v.shape)] for name, v in st.items()}, "nq": len(qs),
+        # (atomic adds: the last bits of a score may differ between runs)
+        "exact_override": bool(np.array_equal(r1.ids, r2.ids) and np.allclose(r1.scores, r2.scores, rtol=1e-5)),
+        "exact_stats": g.last_stats, "to_cpu": gs.to("cpu") is si and g.to("numba") is ex and gs.to("cuda") is gs,
+        "info": {name: ix.info()["kind"] for name, ix in (("exact", g), ("seismic", gs))},
+        "backend": gs.info()["backend"], "index_bytes": gs.info()["index_bytes"] == gs.nbytes() > 0,
+        "document": [np.asarray(x).tolist() for x in gs.document(5)] == [np.asarray(x).tolist()
+                                                                         for x in si.document(5)],
+    }
+
+    # the service engine drives a GPU index through the same contract (search, document, info)
+    from aftershock.service.engine import SearchEngine
+
+    eng = SearchEngine(gs)
+    er = eng.search_batch(qs, k, eng.params(3, 0.8, None))
+    out["engine"] = {"same": bool(np.array_equal(er.ids, gs.search(qs, k, query_cut=3, heap_factor=0.8).ids)),
+                     "kind": eng.info()["kind"], "backend": eng.info()["backend"],
+                     "document": eng.document(5)["vector"]["indices"] == si.document(5)[0].tolist()}
 
     # bad input: clear errors before any kernel runs
     errs = {}
@@ -88,6 +117,8 @@ def main() -> int:
         "n_knn": lambda: gs.search(qs, k, n_knn=2),
         "k": lambda: g.search(qs, 0),
         "term": lambda: g.search(SparseBatch.from_dicts([{150: 1.0}], dim=200), k),
+        "unknown_override": lambda: gs.search(qs, k, bogus=1),
+        "unknown_override_exact": lambda: g.search(qs, k, bogus=1),
         "long_query": lambda: setattr(gs, "MAX_Q", 3) or gs.search(qs, k),
     }.items():
         try:

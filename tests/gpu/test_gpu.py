@@ -90,6 +90,22 @@ def test_bad_input_raises_clear_errors(sim):
     assert "k=0" in errs["k"]
     assert "TermIdOutOfRangeError" in errs["term"]
     assert "limit" in errs["long_query"]
+    for name in ("unknown_override", "unknown_override_exact"):
+        assert "ConfigError" in errs[name] and "bogus" in errs[name]
+
+
+def test_gpu_indexes_keep_the_search_contract(sim):
+    c = sim["contract"]
+    assert c["override_same"] and c["exact_override"]
+    names = ("blocks_scored", "summary_entries", "blocks_visited", "docs_scored", "fwd_entries", "postings_visited")
+    assert c["stats"] == {name: ["int64", [c["nq"]]] for name in names}
+    assert c["exact_stats"] == {}
+    assert c["to_cpu"] and c["document"] and c["index_bytes"]
+    assert c["info"] == {"exact": "exact-cuda", "seismic": "seismic-cuda"} and c["backend"] == "cuda"
+
+
+def test_service_engine_serves_a_gpu_index(sim):
+    assert sim["engine"] == {"same": True, "kind": "seismic-cuda", "backend": "cuda", "document": True}
 
 
 def test_no_gpu_raises_backend_unavailable():
@@ -103,4 +119,6 @@ def test_no_gpu_raises_backend_unavailable():
 
     docs = SparseBatch.from_dicts([{1: 1.0}, {2: 0.5}], dim=4)
     with pytest.raises(BackendUnavailableError, match="NUMBA_ENABLE_CUDASIM"):
+        ExactIndex.build(docs).to("cuda")
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'aftershock\[gpu\]'"):
         ExactIndex.build(docs).to("cuda")

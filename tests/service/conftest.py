@@ -1,5 +1,6 @@
 """Fixtures of the service tests: the bundled Cranfield vectors (real SPLADE-tiny encodings) indexed once,
-a small real query encoder (the splade-tiny tokenizer, weight 1.0 per token) and app/client factories."""
+a small real query encoder (the tokenizer shipped in aftershock/models/default, weight 1.0 per token) and
+app/client factories. Nothing here needs files outside the package."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import pytest
 from aftershock.index import SparseBatch, Vocabulary, read_vectors
 from aftershock.seismic import SeismicConfig, SeismicIndex
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-MODEL = SHARED / "models" / "splade-tiny"
 DIM = 30522
 CONFIG = SeismicConfig(n_postings=400, centroid_fraction=0.1, summary_energy=0.4, doc_cut=15)
 
@@ -52,14 +51,15 @@ def titles_tsv() -> Path:
 
 
 class TokenizerEncoder:
-    """A real (if simple) query encoder: the splade-tiny WordPiece tokenizer, weight 1.0 per distinct token."""
+    """A real (if simple) query encoder: the WordPiece tokenizer shipped with the package's default model
+    (aftershock/models/default, the bert-base-uncased vocabulary), weight 1.0 per distinct token."""
 
     name = "tokenizer-bag-of-words"
 
-    def __init__(self, model_dir):
-        from transformers import AutoTokenizer
+    def __init__(self, tokenizer_file):
+        from tokenizers import Tokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tok = Tokenizer.from_file(str(tokenizer_file))
         vocab = self.tok.get_vocab()
         tokens = [""] * len(vocab)
         for t, i in vocab.items():
@@ -69,16 +69,16 @@ class TokenizerEncoder:
     def encode_queries(self, texts: list[str]) -> SparseBatch:
         rows = []
         for text in texts:
-            ids = sorted(set(self.tok(text, add_special_tokens=False)["input_ids"]))
+            ids = sorted(set(self.tok.encode(text, add_special_tokens=False).ids))
             rows.append((np.array(ids, np.int64), np.ones(len(ids), np.float32)))
         return SparseBatch.from_rows(rows, dim=len(self.vocab), vocab=self.vocab, what="queries")
 
 
 @pytest.fixture(scope="session")
 def encoder():
-    if not (MODEL / "tokenizer.json").exists():
-        pytest.skip(f"{MODEL} is absent")
-    return TokenizerEncoder(MODEL)
+    pytest.importorskip("tokenizers")
+    with resources.as_file(resources.files("aftershock").joinpath("models", "default", "tokenizer.json")) as p:
+        return TokenizerEncoder(p)
 
 
 def wait_ready(client, timeout: float = 120.0) -> None:

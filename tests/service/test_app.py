@@ -20,7 +20,7 @@ def _vector(queries, i):
 
 
 def _expected(index, batch, k=K, **params):
-    res = index.search(batch, k, SearchParams(**params)) if index.kind != "exact" else index.search(batch, k)
+    res = index.search(batch, k, SearchParams(**params))
     out = []
     for s, r in zip(res.scores, res.ids):
         out.append([(str(index.doc_ids[j]), float(x)) for x, j in zip(s, r) if j >= 0])
@@ -43,11 +43,20 @@ def test_vector_query_equals_in_process_search(client, seismic_index, cranfield)
         assert set(body["timing"]) == {"encode_ms", "search_ms", "total_ms"}
 
 
-def test_search_params_are_applied(client, seismic_index, cranfield):
+# a Cranfield query (9 terms) whose top 5 is exact at the defaults and changes with query_cut=2 alone and
+# with heap_factor=1.0 alone (the only one of the 225 with this index, found by measuring)
+SENSITIVE = 82
+
+
+@pytest.mark.parametrize("knobs", [{"query_cut": 2}, {"heap_factor": 1.0}, {"query_cut": 2, "heap_factor": 1.0}])
+def test_search_params_are_applied(client, seismic_index, cranfield, knobs):
     _, queries = cranfield
-    body = {"query": _vector(queries, 3), "k": 5, "query_cut": 3, "heap_factor": 0.5}
-    got = _pairs(client.post("/search", json=body).json()["hits"])
-    assert got == _expected(seismic_index, queries[3:4], 5, query_cut=3, heap_factor=0.5)[0]
+    q = queries[SENSITIVE:SENSITIVE + 1]
+    default = _pairs(client.post("/search", json={"query": _vector(queries, SENSITIVE), "k": 5}).json()["hits"])
+    assert default == _expected(seismic_index, q, 5)[0] == _expected(ExactIndex.build(cranfield[0]), q, 5)[0]
+    got = _pairs(client.post("/search", json={"query": _vector(queries, SENSITIVE), "k": 5, **knobs}).json()["hits"])
+    assert got == _expected(seismic_index, q, 5, **knobs)[0]
+    assert [i for i, _ in got] != [i for i, _ in default]  # the knobs reached the index
 
 
 def test_token_map_equals_vector_form(client, cranfield):
@@ -112,6 +121,7 @@ def test_document_lookup(client, cranfield, make_client):
 def test_info_and_health(client, seismic_index):
     info = client.get("/info").json()
     assert info["kind"] == "seismic" and info["n_docs"] == 1400 and info["dim"] == 30522
+    assert info["backend"] == "numba"
     assert info["index_bytes"] == seismic_index.nbytes() > 0
     assert info["vocab_size"] == 30522 and info["format_version"] == FORMAT_VERSION
     assert info["config"]["n_postings"] == 400 and info["limits"]["max_k"] == 1000
@@ -210,6 +220,14 @@ def test_text_without_encoder_and_tokens_without_vocabulary(make_client, cranfie
     no_vocab.vocab = None
     r = make_client(index=no_vocab).post("/search", json={"query": {"tokens": {"wing": 1.0}}})
     assert r.status_code == 422 and r.json()["error"] == "no_vocabulary"
+
+
+def test_settings_reject_an_unknown_backend():
+    from aftershock.errors import ConfigError
+    from aftershock.service import ServiceSettings
+
+    with pytest.raises(ConfigError, match=r"backend='tpu' is unknown; choose one of \['auto', 'cuda', 'numba'\]"):
+        ServiceSettings(backend="tpu")
 
 
 def test_body_size_limit(make_client):
