@@ -11,7 +11,7 @@ without the ``service`` extra (FastAPI, uvicorn) installed.
 from importlib import import_module
 
 _WHERE = {"create_app": "app", "serve": "server", "build_app": "server", "ServiceSettings": "settings",
-          "SearchEngine": "engine", "ApiError": "engine", "load_documents": "engine"}
+          "SearchEngine": "engine", "ApiError": "engine"}
 
 __all__ = list(_WHERE)
 

@@ -188,7 +188,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
     """Build the app around a loaded index (`ExactIndex` or `SeismicIndex`).
 
     ``encoder``: any object with ``encode_queries(list[str]) -> SparseBatch`` (text queries need one);
-    ``documents``: ``{doc_id: {"title", "text"}}`` for ``return_documents`` (see `load_documents`);
+    ``documents``: ``{doc_id: {"title", "text"}}`` for ``return_documents`` (see `aftershock.index.read_documents`);
     ``meta``: the index directory's meta.json (for /info's format version).
     """
     settings = settings or ServiceSettings()

@@ -7,13 +7,10 @@ The engine uses only the index contract: ``search(queries, k, params)``, ``docum
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +19,6 @@ from aftershock.errors import (
     AftershockError,
     ConfigError,
     DuplicateTermError,
-    FormatError,
     InvalidVectorError,
     NegativeWeightError,
     NonFiniteValueError,
@@ -66,33 +62,6 @@ def api_error_from(exc: AftershockError, prefix: str = "query") -> ApiError:
         if isinstance(exc, cls):
             return ApiError(422, code, str(exc), f"{prefix}.{suffix}" if suffix else prefix)
     return ApiError(400, type(exc).__name__, str(exc))
-
-
-def load_documents(path) -> dict[str, dict]:
-    """Document texts for ``return_documents``: a BEIR ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``)
-    or a ``.tsv[.gz]`` of ``id<TAB>text`` lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"documents file {path} does not exist; pass a BEIR corpus.jsonl[.gz] or an id<TAB>text .tsv")
-    opener = gzip.open if path.suffix == ".gz" else open
-    name = path.name[:-3] if path.suffix == ".gz" else path.name
-    out: dict[str, dict] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if name.endswith((".jsonl", ".json")):
-                try:
-                    o = json.loads(line)
-                    out[str(o["_id"])] = {"title": o.get("title") or None, "text": o.get("text")}
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise FormatError(f"{path}:{lineno}: not a BEIR corpus record with '_id' and 'text' ({e})") from None
-            elif name.endswith(".tsv"):
-                did, _, text = line.rstrip("\n").partition("\t")
-                out[did] = {"title": None, "text": text}
-            else:
-                raise FormatError(f"documents file {path}: use a .jsonl[.gz] BEIR corpus or an id<TAB>text .tsv[.gz]")
-    return out
 
 
 class SearchEngine:

@@ -15,7 +15,7 @@ from aftershock.errors import BackendUnavailableError, FormatError
 from aftershock.index import read_meta
 from aftershock.seismic import load_index
 from aftershock.service.app import create_app
-from aftershock.service.engine import load_documents
+from aftershock.index import read_documents
 from aftershock.service.settings import ServiceSettings
 
 ENV = "AFTERSHOCK_SERVE_CONFIG"
@@ -65,7 +65,7 @@ def build_app(index_dir, model="default", documents=None, settings: ServiceSetti
         encoder = _default_encoder(index)
     else:
         encoder = load_query_encoder(model)
-    docs = load_documents(documents) if documents else None
+    docs = read_documents(documents) if documents else None
     return create_app(index, encoder=encoder, settings=settings, documents=docs, meta=meta)
 
 

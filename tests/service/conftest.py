@@ -115,6 +115,6 @@ def make_client(seismic_index):
 
 @pytest.fixture(scope="session")
 def client(make_client, encoder, titles_tsv):
-    from aftershock.service import load_documents
+    from aftershock.index import read_documents
 
-    return make_client(encoder=encoder, documents=load_documents(titles_tsv))
+    return make_client(encoder=encoder, documents=read_documents(titles_tsv))
