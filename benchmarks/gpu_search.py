@@ -31,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aftershock import SparseBatch  # noqa: E402
-from aftershock.index import read_vectors  # noqa: E402
+from aftershock.eval.metrics import recall_at_k  # noqa: E402
+from aftershock.index import SearchResult, read_vectors  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- data packing
@@ -124,7 +125,8 @@ def _truth_chunk(bounds):
 
 
 def truth_f64(docs: SparseBatch, queries: SparseBatch, k: int, procs: int):
-    """Exact top-k in float64 (scipy), ties by smaller row, over forked worker processes."""
+    """Exact top-k in float64 (scipy), ties by smaller row, over forked worker processes: a SearchResult
+    (float64 scores), the ground truth of `aftershock.eval.metrics.recall_at_k`."""
     import multiprocessing as mp
 
     _TRUTH.update(d=docs.to_scipy().astype(np.float64).tocsr(), q=queries.to_scipy().astype(np.float64).tocsr(), k=k)
@@ -135,16 +137,11 @@ def truth_f64(docs: SparseBatch, queries: SparseBatch, k: int, procs: int):
             parts = pool.map(_truth_chunk, bounds)
     else:
         parts = [_truth_chunk(b) for b in bounds]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return SearchResult(np.concatenate([p[1] for p in parts]), np.concatenate([p[0] for p in parts]))
 
 
-def recall(truth_ids: np.ndarray, ids: np.ndarray) -> float:
-    hit = tot = 0
-    for t, g in zip(truth_ids, ids):
-        t = t[t >= 0]
-        tot += t.size
-        hit += np.intersect1d(t, g[g >= 0]).size
-    return hit / max(tot, 1)
+def _head(truth: SearchResult, n: int) -> SearchResult:
+    return SearchResult(truth.scores[:n], truth.ids[:n])
 
 
 def parse_sweep(s: str):
@@ -174,7 +171,7 @@ def cmd_tune(a) -> None:
     qs = load_queries(data, "tune")[: a.n_queries]
     idx, bt = build_seismic(docs, a.threads)
     print(f"built in {bt:.1f} s; {len(qs)} tuning queries, truth ...", flush=True)
-    tids, _ = truth_f64(docs, qs, a.k, a.procs)
+    tids = truth_f64(docs, qs, a.k, a.procs)
     g = GpuSeismicIndex.__new__(GpuSeismicIndex)  # host side only: layout + reference, no device copies
     from aftershock.gpu import layout
 
@@ -184,7 +181,7 @@ def cmd_tune(a) -> None:
         t = time.perf_counter()
         r = g.reference(qs, a.k, query_cut=qc, heap_factor=hf, first_blocks=fb)
         st = g.last_stats_raw.mean(axis=0)
-        print(f"query_cut={qc} heap_factor={hf} first_blocks={fb}: recall@{a.k}={recall(tids, r.ids):.4f} "
+        print(f"query_cut={qc} heap_factor={hf} first_blocks={fb}: recall@{a.k}={recall_at_k(tids, r.ids):.4f} "
               f"blocks {st[2]:.0f}/{st[0]:.0f} docs {st[3]:.0f} ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
@@ -310,7 +307,8 @@ def cmd_run(a) -> None:
     bw = copy_bandwidth(torch) if gpu else float("nan")
     say(f"HBM copy bandwidth (read + write): {bw / 1e12:.2f} TB/s")
     t = time.perf_counter()
-    tids, tsc = truth_f64(docs, qs, k, ncpu)
+    tids = truth_f64(docs, qs, k, ncpu)
+    tsc = tids.scores
     say(f"float64 truth: {time.perf_counter() - t:.1f} s")
     results = {"device": dev, "copy_bw": bw, "n_docs": len(docs), "nnz": docs.nnz, "n_queries": len(qs),
                "rows": []}
@@ -341,7 +339,7 @@ def cmd_run(a) -> None:
     r = gex.search(qs, k)
     ok = r.ids >= 0
     rel = np.abs(r.scores[ok] - tsc[ok]).max() / np.abs(tsc[ok]).max() if ok.any() else 0.0
-    rec_ex = recall(tids, r.ids)
+    rec_ex = recall_at_k(tids, r.ids)
     say(f"exact GPU vs float64: recall {rec_ex:.4f}, max |score - ref| / max|ref| at the same rank {rel:.2e}")
     bq_exact = gex.bytes_per_query(qs).astype(np.float64)
     bench("exact-gpu (aftershock)", lambda q: gex.search(q, k), bq_exact, rec_ex)
@@ -361,7 +359,7 @@ def cmd_run(a) -> None:
         g2 = GpuExactIndex(gex.host, tpb=a.tpb, tile=a.tile2)
         sec, n = time_batches(lambda q: g2.search(q, k), qs, vb, vb * 4)
         say(f"variant exact-gpu tile {a.tile2:<33d} batch {vb}: {sec / n * 1e6:8.3f} us/q "
-            f"(recall {recall(tids, g2.search(qs, k).ids):.4f})")
+            f"(recall {recall_at_k(tids, g2.search(qs, k).ids):.4f})")
         results.setdefault("variants", []).append(dict(name=f"exact tile {a.tile2}", batch=vb, us=sec / n * 1e6))
         del g2
 
@@ -372,7 +370,7 @@ def cmd_run(a) -> None:
         ts = TorchSpMM(torch, docs)
         tr = np.concatenate([ts.search(qs[np.arange(x, min(x + 1024, len(qs)))], k)[1]
                              for x in range(0, len(qs), 1024)])
-        bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall(tids, tr))
+        bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall_at_k(tids, tr))
         del ts
         torch.cuda.empty_cache()
     except Exception as e:  # noqa: BLE001
@@ -403,7 +401,7 @@ def blocked_setting(a, gs, qs, tids, k, setting, bench, say, results, vb):
     qc, hf, fb = setting
     kw = dict(query_cut=qc, heap_factor=hf, first_blocks=fb)
     r = gs.search(qs, k, **kw)
-    rec = recall(tids, r.ids)
+    rec = recall_at_k(tids, r.ids)
     bq = gs.bytes_touched().astype(np.float64)
     st = gs.last_stats
     # the same algorithm on the CPU (its reference) must give the same ids
@@ -436,7 +434,7 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
         t = time.perf_counter()
         r = sidx.search(sub, k, p)
         sec = time.perf_counter() - t
-        rec = recall(tids[: len(sub)], r.ids)
+        rec = recall_at_k(_head(tids, len(sub)), r.ids)
         p1 = p.with_(threads=1)
         one = sub[np.arange(min(300, len(sub)))]
         sidx.search(one[np.arange(1)], k, p1)  # compiles the single-thread path
@@ -450,11 +448,12 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
         say(f"CPU Aftershock seismic qc={int(qc)} hf={hf}: recall {rec:.4f}, {len(sub) / sec:,.0f} QPS on {ncpu} "
             f"threads (batch {len(sub)}), {lat * 1e6:.0f} us/query on 1 thread")
     ex = ExactIndex.build(docs)
-    ex.search(sub[np.arange(min(64, len(sub)))], k, threads=ncpu)
+    pe = SearchParams(threads=ncpu)
+    ex.search(sub[np.arange(min(64, len(sub)))], k, pe)
     t = time.perf_counter()
-    r = ex.search(sub, k, threads=ncpu)
+    r = ex.search(sub, k, pe)
     sec = time.perf_counter() - t
-    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall(tids[: len(sub)], r.ids),
+    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall_at_k(_head(tids, len(sub)), r.ids),
                                 qps=len(sub) / sec, us=sec / len(sub) * 1e6, threads=ncpu))
     say(f"CPU Aftershock exact: {len(sub) / sec:,.0f} QPS on {ncpu} threads")
 
