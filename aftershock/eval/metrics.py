@@ -78,3 +78,32 @@ def recall_at_k(exact, approx, k: int | None = None, rtol: float = RTOL) -> floa
 
 DEFINITION = ("recall@k vs exact: tie-aware (a returned doc whose exact score ties the k-th exact score within "
               "rtol 1e-5 counts as a hit), mean over queries; queries with no exact result left out")
+
+
+# ---------------------------------------------------------------------------------------------- trade-off
+def pareto_frontier(points) -> list[tuple[float, float]]:
+    """The (µs, recall) points no other point beats (as fast or faster with at least the recall), sorted by
+    µs; along it recall strictly increases."""
+    pts = sorted(((float(u), float(r)) for u, r in points if np.isfinite(u) and np.isfinite(r)),
+                 key=lambda p: (p[0], -p[1]))
+    front: list[tuple[float, float]] = []
+    for u, r in pts:
+        if not front or r > front[-1][1]:
+            front.append((u, r))
+    return front
+
+
+def us_at_recall(points, target: float) -> float | None:
+    """Mean µs needed to reach ``target`` recall: linear interpolation between the two Pareto-frontier
+    points around it; the cheapest point's µs if that already reaches it (an upper bound); None if no point
+    reaches it."""
+    front = pareto_frontier(points)
+    if not front or front[-1][1] < target:
+        return None
+    if front[0][1] >= target:
+        return front[0][0]
+    for (u0, r0), (u1, r1) in zip(front, front[1:]):
+        if r0 < target <= r1:
+            return u0 + (target - r0) * (u1 - u0) / (r1 - r0)
+    return None  # unreachable: the frontier's recall is increasing
+
