@@ -10,7 +10,7 @@ Three steps (only ``run`` needs a GPU):
     # 3. on the GPU machine, one command: build, float64 truth, exact GPU / blocked GPU / torch / CPU timings
     python benchmarks/gpu_search.py run --data DIR --out OUTDIR --sweep 10:0.7:16,...
 
-Queries: the vectors file's first 2,000 queries tuned the CPU benchmark (benchmarks/ann.py); ``pack`` draws
+Queries: the vectors file's first 2,000 queries tuned the CPU benchmark (benchmarks/ann/); ``pack`` draws
 two disjoint random samples from the rest: ``tune`` (knob tuning) and ``bench`` (the measured, fresh set).
 """
 

@@ -17,6 +17,8 @@ Definition (tie-aware, as ANN-benchmarks' ``get_recall_values`` with the exact s
   is nothing to recall, and no answer is wrong. If every query is left out, recall is 1.0.
 
 When ``exact`` is a bare id array (no scores) no tie can be seen: A_q is the exact top-k ids.
+
+`pareto_frontier` and `us_at_recall` read a recall/latency sweep (the ANN and GPU benchmarks).
 """
 
 from __future__ import annotations
