@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aftershock import SparseBatch  # noqa: E402
-from aftershock.eval.metrics import recall_at_k  # noqa: E402
+from aftershock.eval.metrics import recall_at_k as recall  # noqa: E402  (the one definition)
 from aftershock.index import SearchResult, read_vectors  # noqa: E402
 
 
@@ -181,7 +181,7 @@ def cmd_tune(a) -> None:
         t = time.perf_counter()
         r = g.reference(qs, a.k, query_cut=qc, heap_factor=hf, first_blocks=fb)
         st = g.last_stats_raw.mean(axis=0)
-        print(f"query_cut={qc} heap_factor={hf} first_blocks={fb}: recall@{a.k}={recall_at_k(tids, r.ids):.4f} "
+        print(f"query_cut={qc} heap_factor={hf} first_blocks={fb}: recall@{a.k}={recall(tids, r.ids):.4f} "
               f"blocks {st[2]:.0f}/{st[0]:.0f} docs {st[3]:.0f} ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
@@ -339,7 +339,7 @@ def cmd_run(a) -> None:
     r = gex.search(qs, k)
     ok = r.ids >= 0
     rel = np.abs(r.scores[ok] - tsc[ok]).max() / np.abs(tsc[ok]).max() if ok.any() else 0.0
-    rec_ex = recall_at_k(tids, r.ids)
+    rec_ex = recall(tids, r.ids)
     say(f"exact GPU vs float64: recall {rec_ex:.4f}, max |score - ref| / max|ref| at the same rank {rel:.2e}")
     bq_exact = gex.bytes_per_query(qs).astype(np.float64)
     bench("exact-gpu (aftershock)", lambda q: gex.search(q, k), bq_exact, rec_ex)
@@ -359,7 +359,7 @@ def cmd_run(a) -> None:
         g2 = GpuExactIndex(gex.host, tpb=a.tpb, tile=a.tile2)
         sec, n = time_batches(lambda q: g2.search(q, k), qs, vb, vb * 4)
         say(f"variant exact-gpu tile {a.tile2:<33d} batch {vb}: {sec / n * 1e6:8.3f} us/q "
-            f"(recall {recall_at_k(tids, g2.search(qs, k).ids):.4f})")
+            f"(recall {recall(tids, g2.search(qs, k).ids):.4f})")
         results.setdefault("variants", []).append(dict(name=f"exact tile {a.tile2}", batch=vb, us=sec / n * 1e6))
         del g2
 
@@ -370,7 +370,7 @@ def cmd_run(a) -> None:
         ts = TorchSpMM(torch, docs)
         tr = np.concatenate([ts.search(qs[np.arange(x, min(x + 1024, len(qs)))], k)[1]
                              for x in range(0, len(qs), 1024)])
-        bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall_at_k(tids, tr))
+        bench("torch CSR SpMM + topk", lambda q: ts.search(q, k), bq_exact, recall(tids, tr))
         del ts
         torch.cuda.empty_cache()
     except Exception as e:  # noqa: BLE001
@@ -401,7 +401,7 @@ def blocked_setting(a, gs, qs, tids, k, setting, bench, say, results, vb):
     qc, hf, fb = setting
     kw = dict(query_cut=qc, heap_factor=hf, first_blocks=fb)
     r = gs.search(qs, k, **kw)
-    rec = recall_at_k(tids, r.ids)
+    rec = recall(tids, r.ids)
     bq = gs.bytes_touched().astype(np.float64)
     st = gs.last_stats
     # the same algorithm on the CPU (its reference) must give the same ids
@@ -434,7 +434,7 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
         t = time.perf_counter()
         r = sidx.search(sub, k, p)
         sec = time.perf_counter() - t
-        rec = recall_at_k(_head(tids, len(sub)), r.ids)
+        rec = recall(_head(tids, len(sub)), r.ids)
         p1 = p.with_(threads=1)
         one = sub[np.arange(min(300, len(sub)))]
         sidx.search(one[np.arange(1)], k, p1)  # compiles the single-thread path
@@ -453,7 +453,7 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
     t = time.perf_counter()
     r = ex.search(sub, k, pe)
     sec = time.perf_counter() - t
-    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall_at_k(_head(tids, len(sub)), r.ids),
+    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall(_head(tids, len(sub)), r.ids),
                                 qps=len(sub) / sec, us=sec / len(sub) * 1e6, threads=ncpu))
     say(f"CPU Aftershock exact: {len(sub) / sec:,.0f} QPS on {ncpu} threads")
 
