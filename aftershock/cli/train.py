@@ -55,24 +55,36 @@ def add_parsers(sub) -> None:
     tr.set_defaults(func=cmd_train)
 
 
-def cmd_train_data(args) -> int:
-    try:  # aftershock.train (restructure) or, before it lands, aftershock.lsr
-        from aftershock.train import trainset
-    except ImportError:
-        from aftershock.lsr import trainset
+def _train_data_api():
+    """The training-data steps: the train room (aftershock.train: prepare, score, SOURCES, default_data_dir) or,
+    before it lands, aftershock.lsr.trainset (same functions)."""
+    try:
+        import aftershock.train as api
 
+        if hasattr(api, "prepare"):
+            return api, api.default_data_dir()
+    except ImportError:
+        pass
+    from aftershock.lsr import trainset as api
+
+    return api, Path(api.__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def cmd_train_data(args) -> int:
+    api, default_data = _train_data_api()
     t0 = time.perf_counter()
     if args.step == "prepare":
-        data = args.data or Path(trainset.__file__).resolve().parents[2].parent / "shared" / "data"
-        sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else trainset.SOURCES
-        st = trainset.prepare(data, args.output, sources, args.lexicon_queries, args.depth, args.negatives, args.top,
-                              args.dev_fraction, args.seed, args.scale, args.max_chars, not args.no_gzip, args.threads)
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else api.SOURCES
+        st = api.prepare(args.data or default_data, args.output, sources, lexicon_queries=args.lexicon_queries,
+                         depth=args.depth, n_negatives=args.negatives, n_top=args.top, dev_fraction=args.dev_fraction,
+                         seed=args.seed, scale=args.scale, max_chars=args.max_chars, compress=not args.no_gzip,
+                         threads=args.threads)
         print(f"prepared {st['queries']['train']} train + {st['queries']['dev']} dev queries, {st['docs']} docs, "
               f"{sum(st['bytes'].values()) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s -> {args.output}")
     else:
-        st = trainset.score(args.input, args.output, args.teacher, args.device, args.batch_size, args.dtype,
-                            args.scale, args.max_queries, threads=args.threads, copy_corpus=not args.no_corpus,
-                            corpus=args.corpus)
+        st = api.score(args.input, args.output, args.teacher, device=args.device, batch_size=args.batch_size,
+                       dtype=args.dtype, scale=args.scale, max_queries=args.max_queries, threads=args.threads,
+                       copy_corpus=not args.no_corpus, corpus=args.corpus)
         print(f"scored {st['queries']['train']} train + {st['queries']['dev']} dev queries, {st['docs']} docs in "
               f"{st['seconds']:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in st["teacher_seconds"].items())
               + f") -> {args.output}")
