@@ -140,9 +140,12 @@ def _bmp_version() -> str | None:
 
 
 def quantize_impacts(values: np.ndarray, max_weight: float, levels: int = BMP_LEVELS) -> np.ndarray:
-    """Integer impacts for BMP: ``round(w * levels / max_weight)`` (8-bit for levels 255); 0 = dropped."""
+    """Integer impacts for BMP: ``round(w * levels / max_weight)`` (8-bit for levels 255); 0 = dropped.
+
+    BMP 0.2.8 stores impacts as u8 (an impact of 256 wraps to 0, checked), so 8 bits is the most it holds;
+    the global maximum maps to 255 (linear, as PISA/BMP quantize learned-sparse impacts)."""
     scale = levels / max_weight if max_weight > 0 else 0.0
-    return np.rint(np.asarray(values, np.float64) * scale).astype(np.int64)
+    return np.clip(np.rint(np.asarray(values, np.float64) * scale), 0, levels).astype(np.int64)
 
 
 def _child_bmp(job, docs, queries) -> dict:
