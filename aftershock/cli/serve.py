@@ -6,10 +6,10 @@ from aftershock.cli.common import positive_int
 from aftershock.errors import ConfigError
 
 SERVE_LIMITS = [("--max-k", "max_k", "most results per query"),
-                 ("--max-batch", "max_batch", "most queries per batch request"),
-                 ("--max-query-terms", "max_query_terms", "most non-zero terms per query"),
-                 ("--max-text-chars", "max_text_chars", "most characters per text query"),
-                 ("--max-body-bytes", "max_body_bytes", "largest request body (413 beyond)")]
+                ("--max-batch", "max_batch", "most queries per batch request"),
+                ("--max-query-terms", "max_query_terms", "most non-zero terms per query"),
+                ("--max-text-chars", "max_text_chars", "most characters per text query"),
+                ("--max-body-bytes", "max_body_bytes", "largest request body (413 beyond)")]
 
 
 def add_parsers(sub) -> None:
