@@ -10,7 +10,7 @@ Three steps (only ``run`` needs a GPU):
     # 3. on the GPU machine, one command: build, float64 truth, exact GPU / blocked GPU / torch / CPU timings
     python benchmarks/gpu_search.py run --data DIR --out OUTDIR --sweep 10:0.7:16,...
 
-Queries: the vectors file's first 2,000 queries tuned the CPU benchmark (benchmarks/ann.py); ``pack`` draws
+Queries: the vectors file's first 2,000 queries tuned the CPU benchmark (benchmarks/ann/); ``pack`` draws
 two disjoint random samples from the rest: ``tune`` (knob tuning) and ``bench`` (the measured, fresh set).
 """
 
@@ -31,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aftershock import SparseBatch  # noqa: E402
-from aftershock.index import read_vectors  # noqa: E402
+from aftershock.eval.metrics import recall_at_k as recall  # noqa: E402  (the one definition)
+from aftershock.index import SearchResult, read_vectors  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- data packing
@@ -124,7 +125,8 @@ def _truth_chunk(bounds):
 
 
 def truth_f64(docs: SparseBatch, queries: SparseBatch, k: int, procs: int):
-    """Exact top-k in float64 (scipy), ties by smaller row, over forked worker processes."""
+    """Exact top-k in float64 (scipy), ties by smaller row, over forked worker processes: a SearchResult
+    (float64 scores), the ground truth of `aftershock.eval.metrics.recall_at_k`."""
     import multiprocessing as mp
 
     _TRUTH.update(d=docs.to_scipy().astype(np.float64).tocsr(), q=queries.to_scipy().astype(np.float64).tocsr(), k=k)
@@ -135,16 +137,11 @@ def truth_f64(docs: SparseBatch, queries: SparseBatch, k: int, procs: int):
             parts = pool.map(_truth_chunk, bounds)
     else:
         parts = [_truth_chunk(b) for b in bounds]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return SearchResult(np.concatenate([p[1] for p in parts]), np.concatenate([p[0] for p in parts]))
 
 
-def recall(truth_ids: np.ndarray, ids: np.ndarray) -> float:
-    hit = tot = 0
-    for t, g in zip(truth_ids, ids):
-        t = t[t >= 0]
-        tot += t.size
-        hit += np.intersect1d(t, g[g >= 0]).size
-    return hit / max(tot, 1)
+def _head(truth: SearchResult, n: int) -> SearchResult:
+    return SearchResult(truth.scores[:n], truth.ids[:n])
 
 
 def parse_sweep(s: str):
@@ -174,7 +171,7 @@ def cmd_tune(a) -> None:
     qs = load_queries(data, "tune")[: a.n_queries]
     idx, bt = build_seismic(docs, a.threads)
     print(f"built in {bt:.1f} s; {len(qs)} tuning queries, truth ...", flush=True)
-    tids, _ = truth_f64(docs, qs, a.k, a.procs)
+    tids = truth_f64(docs, qs, a.k, a.procs)
     g = GpuSeismicIndex.__new__(GpuSeismicIndex)  # host side only: layout + reference, no device copies
     from aftershock.gpu import layout
 
@@ -311,7 +308,8 @@ def cmd_run(a) -> None:
     bw = copy_bandwidth(torch) if gpu else float("nan")
     say(f"HBM copy bandwidth (read + write): {bw / 1e12:.2f} TB/s")
     t = time.perf_counter()
-    tids, tsc = truth_f64(docs, qs, k, ncpu)
+    tids = truth_f64(docs, qs, k, ncpu)
+    tsc = tids.scores
     say(f"float64 truth: {time.perf_counter() - t:.1f} s")
     results = {"device": dev, "copy_bw": bw, "n_docs": len(docs), "nnz": docs.nnz, "n_queries": len(qs),
                "rows": []}
@@ -437,7 +435,7 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
         t = time.perf_counter()
         r = sidx.search(sub, k, p)
         sec = time.perf_counter() - t
-        rec = recall(tids[: len(sub)], r.ids)
+        rec = recall(_head(tids, len(sub)), r.ids)
         p1 = p.with_(threads=1)
         one = sub[np.arange(min(300, len(sub)))]
         sidx.search(one[np.arange(1)], k, p1)  # compiles the single-thread path
@@ -451,11 +449,12 @@ def cpu_rows(a, docs, sidx, qs, tids, k, ncpu, say, results):
         say(f"CPU Aftershock seismic qc={int(qc)} hf={hf}: recall {rec:.4f}, {len(sub) / sec:,.0f} QPS on {ncpu} "
             f"threads (batch {len(sub)}), {lat * 1e6:.0f} us/query on 1 thread")
     ex = ExactIndex.build(docs)
-    ex.search(sub[np.arange(min(64, len(sub)))], k, threads=ncpu)
+    pe = SearchParams(threads=ncpu)
+    ex.search(sub[np.arange(min(64, len(sub)))], k, pe)
     t = time.perf_counter()
-    r = ex.search(sub, k, threads=ncpu)
+    r = ex.search(sub, k, pe)
     sec = time.perf_counter() - t
-    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall(tids[: len(sub)], r.ids),
+    results["rows"].append(dict(system="cpu exact", batch=len(sub), recall=recall(_head(tids, len(sub)), r.ids),
                                 qps=len(sub) / sec, us=sec / len(sub) * 1e6, threads=ncpu))
     say(f"CPU Aftershock exact: {len(sub) / sec:,.0f} QPS on {ncpu} threads")
 

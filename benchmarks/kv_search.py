@@ -43,6 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aftershock.eval.metrics import recall_at_k  # noqa: E402
+from aftershock.index import SearchResult  # noqa: E402
 from aftershock.kv import DenseConfig, DenseSearchParams, RetrievalConfig  # noqa: E402
 from aftershock.kv.attention import KVRetriever, attend, merge  # noqa: E402
 from aftershock.kv.index import exact_topk, kmeans  # noqa: E402
@@ -173,16 +175,19 @@ def layer_metrics(q, k, v, L, T, retriever, scale, params=None, top_k=TOP_K):
     g = H // n_kv
     start, end = retriever.start, retriever.end
     qt = q[:, L:L + T]
-    true = []
+    true, true_s = [], []
     for j in range(n_kv):
-        _, ti = exact_topk(qt[j * g:(j + 1) * g].reshape(-1, q.shape[-1]), k[j, start:end], TOP_K)
+        ts, ti = exact_topk(qt[j * g:(j + 1) * g].reshape(-1, q.shape[-1]), k[j, start:end], TOP_K)
         true.append(ti.view(g, T, -1) + start)
+        true_s.append(ts.view(g, T, -1))
     true = torch.cat(true).cpu().numpy()
+    true_s = torch.cat(true_s).float().cpu().numpy()
     retriever.scanned = []
     ids = retriever.search(qt, top_k, params)
     scanned = float(torch.cat(retriever.scanned).float().mean())
-    hits = [len(np.intersect1d(true[h, t], ids[h, t])) for h in range(H) for t in range(T)]
-    recall = float(np.mean(hits)) / TOP_K
+    exact = SearchResult(true_s.reshape(H * T, -1), true.reshape(H * T, -1).astype(np.int64))
+    got = ids.cpu().numpy() if hasattr(ids, "cpu") else np.asarray(ids)
+    recall = recall_at_k(exact, got.reshape(H * T, -1), TOP_K)
     pos = torch.arange(L + T, device=q.device)
     qpos = pos[L:L + T]
     keep = torch.cat([pos[:N_SINK], pos[end:]])

@@ -89,13 +89,12 @@ def dot64(docs: SparseBatch, queries: SparseBatch, ids: np.ndarray) -> np.ndarra
     return out
 
 
-def recall_at_k(truth_ids: np.ndarray, got_ids: np.ndarray) -> float:
-    hits = total = 0
-    for t, g in zip(truth_ids, got_ids):
-        t = set(t[t >= 0].tolist())
-        total += len(t)
-        hits += len(t & set(g[g >= 0].tolist()))
-    return hits / max(total, 1)
+def recall_at_k(truth, got) -> float:
+    """The project's one recall definition (aftershock.eval.metrics.recall_at_k); ``truth`` a SearchResult
+    (ties seen) or an id array."""
+    from aftershock.eval.metrics import recall_at_k as recall
+
+    return recall(truth, got)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""Evaluation and benchmarks.
+"""Evaluation: reusable metrics and effectiveness runs (the benchmark drivers live in ``benchmarks/``).
 
-``aftershock.eval.ann``: recall / latency / memory of Aftershock's Seismic index side by side with
-pyseismic-lsr and exact search (``aftershock bench ann --help``).
+``aftershock.eval.metrics``: the one recall@k-vs-exact definition (tie-aware, mean over queries) and the
+Pareto read-off of recall/latency points.
 ``aftershock.eval.beir``: BEIR-folder (and cached ir_datasets) loaders.
 ``aftershock.eval.effectiveness``: encode / index / search / score several systems with ir-measures
 (``aftershock eval --help``).

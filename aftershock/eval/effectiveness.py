@@ -18,6 +18,7 @@ import numpy as np
 
 from aftershock.errors import ConfigError
 from aftershock.eval.beir import Dataset, load_beir
+from aftershock.eval.metrics import recall_at_k
 from aftershock.index import SparseBatch
 
 MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
@@ -43,12 +44,13 @@ def to_run(result, qids, doc_ids) -> dict[str, dict[str, float]]:
     return run
 
 
-def score_run(run, qrels) -> dict[str, float]:
+def score_run(run, qrels, measures=MEASURES) -> dict[str, float]:
+    """ir-measures' aggregate of ``measures`` (default `MEASURES`); raises ImportError without ir-measures."""
     import ir_measures
 
-    measures = [ir_measures.parse_measure(m) for m in MEASURES]
+    measures = [ir_measures.parse_measure(m) for m in measures]
     agg = ir_measures.calc_aggregate(measures, qrels, run)  # judged queries missing from the run count as 0
-    return {LABELS[str(m)]: float(agg.get(m, 0.0)) for m in measures}
+    return {LABELS.get(str(m), str(m)): float(agg.get(m, 0.0)) for m in measures}
 
 
 def write_trec(run, path, tag: str) -> None:
@@ -58,12 +60,6 @@ def write_trec(run, path, tag: str) -> None:
         for qid, docs in run.items():
             for rank, (d, s) in enumerate(sorted(docs.items(), key=lambda x: (-x[1], x[0])), 1):
                 f.write(f"{qid} Q0 {d} {rank} {s:.6f} {tag}\n")
-
-
-def recall_vs(exact, approx, k: int = 10) -> float:
-    e, a = exact.ids[:, :k], approx.ids[:, :k]
-    hits = [len(set(x[x >= 0]) & set(y[y >= 0])) / max(int((x >= 0).sum()), 1) for x, y in zip(e, a)]
-    return float(np.mean(hits)) if hits else 1.0
 
 
 def _safe(name: str) -> str:
@@ -120,8 +116,9 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
                        nnz_per_doc=docs.nnz / max(len(docs), 1), flops=flops(queries, docs))
             kk = min(k, len(docs))
             index = ExactIndex.build(docs)
+            params = SearchParams(threads=threads)
             t0 = time.perf_counter()
-            exact = index.search(queries, kk, threads=threads)
+            exact = index.search(queries, kk, params)
             row["search_s"] = time.perf_counter() - t0
             run = to_run(exact, ds.query_ids, index.doc_ids)
             row.update(score_run(run, ds.qrels))
@@ -131,12 +128,11 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
                 t0 = time.perf_counter()
                 sidx = SeismicIndex.build(docs, SeismicConfig(), threads=threads)
                 arow["build_s"] = time.perf_counter() - t0
-                params = SearchParams(threads=threads)
                 t0 = time.perf_counter()
                 res = sidx.search(queries, kk, params)
                 arow["search_s"] = time.perf_counter() - t0
                 arun = to_run(res, ds.query_ids, sidx.doc_ids)
-                arow.update(score_run(arun, ds.qrels), recall10_vs_exact=recall_vs(exact, res))
+                arow.update(score_run(arun, ds.qrels), recall10_vs_exact=recall_at_k(exact, res, 10))
                 runs["seismic"] = arun
         for kind, run in runs.items():
             r = row if kind in ("exact", "bm25s") else arow

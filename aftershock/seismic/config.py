@@ -96,3 +96,32 @@ class SearchParams(Config):
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------- help
+# One-line help of each field (the CLI generates its --flags from the dataclass fields, their defaults and
+# these strings), and the allowed values of the string fields.
+FIELD_HELP = {
+    "n_postings": "postings kept per list (global pruning: on average)",
+    "max_fraction": "global pruning caps a list at max_fraction x n_postings",
+    "pruning": "how posting lists are pruned",
+    "centroid_fraction": "blocks per list = centroid_fraction x list length",
+    "min_cluster_size": "smaller clusters are dissolved into others",
+    "clustering": "how a list's docs are grouped into blocks",
+    "kmeans_iterations": "spherical k-means rounds for clustering=kmeans",
+    "max_block_size": "split clusters of more docs than this (0 = no limit)",
+    "doc_cut": "clustering sees each doc's doc_cut heaviest terms",
+    "summary_energy": "fraction of a block summary's L1 mass kept",
+    "knn": "neighbours per doc in a k-NN graph (0 = none)",
+    "value_dtype": "forward-index value type",
+    "seed": "random seed of the clustering",
+    "query_cut": "the query's query_cut heaviest terms pick the posting lists",
+    "heap_factor": "skip a block when its summary score < heap_factor x the k-th best score (lower = more recall)",
+    "n_knn": "k-NN graph neighbours of each result to rescore (needs an index built with knn > 0)",
+    "threads": "search threads (default: all cores)",
+}
+FIELD_CHOICES = {
+    "pruning": ("global", "fixed", "none"),
+    "clustering": ("random", "kmeans"),
+    "value_dtype": ("float16", "float32"),
+}

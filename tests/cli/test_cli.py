@@ -233,24 +233,30 @@ def test_argparse_errors_return_2(capsys):
     assert "build" in capsys.readouterr().out
 
 
-def test_bench_dispatches_to_eval_ann(monkeypatch, capsys):
+def test_bench_dispatches_to_the_checkout_driver(monkeypatch, capsys):
     seen = {}
-    fake = types.ModuleType("aftershock.eval.ann")
+    fake = types.ModuleType("benchmarks.ann")
 
     def fake_main(argv):
         seen["argv"] = argv
         return 0
 
     fake.main = fake_main
-    monkeypatch.setitem(sys.modules, "aftershock.eval.ann", fake)
+    monkeypatch.setitem(sys.modules, "benchmarks.ann", fake)
     assert main(["bench", "ann", "--dataset", "x", "--help"]) == 0
     assert seen["argv"] == ["--dataset", "x", "--help"]
 
 
-def test_bench_without_module_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "aftershock.eval.ann", None)  # import raises ImportError
-    rc = main(["bench", "ann"])
-    _assert_cli_error(capsys, rc, "aftershock.eval.ann")
+def test_bench_finds_the_driver_beside_the_package():
+    from aftershock.cli import bench
+
+    assert (bench.benchmarks_dir() / "ann" / "__init__.py").is_file()
+
+
+def test_bench_without_the_checkout_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("AFTERSHOCK_BENCHMARKS", str(tmp_path / "benchmarks"))  # as a pip install: no drivers
+    rc = main(["bench", "ann", "--help"])
+    _assert_cli_error(capsys, rc, "source checkout")
     assert main(["bench", "nope"]) == 2
     assert main(["bench"]) == 2
 
@@ -322,6 +328,6 @@ def test_core_commands_need_no_optional_extras(tmp_path):
         assert main(["demo"]) == 0
         assert main(["build", "--help"]) == 0
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -1,0 +1,57 @@
+"""``aftershock serve``: the REST search service (FastAPI on uvicorn; imported only when the command runs)."""
+
+from __future__ import annotations
+
+from aftershock.cli.common import positive_int
+from aftershock.errors import ConfigError
+
+SERVE_LIMITS = [("--max-k", "max_k", "most results per query"),
+                ("--max-batch", "max_batch", "most queries per batch request"),
+                ("--max-query-terms", "max_query_terms", "most non-zero terms per query"),
+                ("--max-text-chars", "max_text_chars", "most characters per text query"),
+                ("--max-body-bytes", "max_body_bytes", "largest request body (413 beyond)")]
+
+
+def add_parsers(sub) -> None:
+    sv = sub.add_parser("serve", help="run the REST search service (FastAPI on uvicorn)",
+                        description="Serve an index over HTTP: /search, /search/batch, /documents/{id}, /info, "
+                                    "/health, /metrics, OpenAPI at /docs. Limits and switches: see README.")
+    sv.add_argument("--index", required=True, help="index directory written by `aftershock build` (memory-mapped)")
+    sv.add_argument("--model", default="default",
+                    help="query encoder for text queries: a local model directory, 'default' (the model shipped "
+                         "with Aftershock, used when its vocabulary fits the index) or 'none' (default: default)")
+    sv.add_argument("--documents", help="BEIR corpus.jsonl[.gz] or id<TAB>text .tsv: texts for return_documents")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--workers", type=positive_int, default=1, help="uvicorn worker processes (default 1)")
+    from aftershock.service.settings import ServiceSettings  # no FastAPI import here
+
+    for flag, field, text in SERVE_LIMITS:
+        default = getattr(ServiceSettings, field)
+        sv.add_argument(flag, dest=field, type=positive_int, default=default, help=f"{text} (default {default})")
+    sv.add_argument("--threads", type=positive_int, help="search threads of a batch request (default: all cores)")
+    sv.add_argument("--api-key-env", metavar="VAR", help="require the API key held in environment variable VAR")
+    sv.add_argument("--api-key-header", default="X-API-Key", help="header carrying the API key (default X-API-Key)")
+    sv.add_argument("--cors-origin", action="append", default=[], help="allow this CORS origin (repeatable)")
+    sv.add_argument("--collection", default="default", help="name for the Qdrant/OpenSearch-style routes")
+    sv.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    sv.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from aftershock.service import ServiceSettings, serve
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; "
+                              "export the key there first")
+    settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS}, threads=args.threads,
+                               api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
+                               collection=args.collection)
+    serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,
+          workers=args.workers, settings=settings, access_log=args.access_log)
+    return 0

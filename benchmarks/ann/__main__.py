@@ -1,0 +1,11 @@
+"""``python benchmarks/ann ...`` or ``python -m benchmarks.ann ...`` (same as ``aftershock bench ann ...``)."""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a folder: put the checkout on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.ann import main  # noqa: E402
+
+sys.exit(main(sys.argv[1:]))
