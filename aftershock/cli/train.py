@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from aftershock.cli.common import positive_int
 
@@ -11,7 +10,7 @@ from aftershock.cli.common import positive_int
 def add_parsers(sub) -> None:
     td = sub.add_parser("train-data", help="offline distillation data: `prepare` (pairs, mined negatives, BM25) "
                         "and `score` (sparse/dense teachers, ensemble)",
-                        description="Training data for `aftershock train` (see aftershock.lsr.trainset).")
+                        description="Training data for `aftershock train` (see aftershock.train.data).")
     tds = td.add_subparsers(dest="step", metavar="STEP", required=True)
     tp = tds.add_parser("prepare", help="pairs + BM25-mined hard negatives + BM25 scores (CPU)")
     tp.add_argument("--data", help="folder laid out like shared/data (default: ../shared/data next to the repo)")
@@ -44,10 +43,10 @@ def add_parsers(sub) -> None:
     td.set_defaults(func=cmd_train_data)
 
     # train ---------------------------------------------------------------------------------------
-    tr = sub.add_parser("train", help="train a sparse encoder from a TOML config (aftershock.lsr.train)",
+    tr = sub.add_parser("train", help="train a sparse encoder from a TOML config (aftershock.train)",
                         description="Train a sparse encoder: AdamW, linear LR warm-up/decay, FLOPS with quadratic "
                                     "warm-up, InfoNCE/KL/MarginMSE, checkpoints; writes log.jsonl, model/ and "
-                                    "summary.json under [run] output. Config keys: see aftershock.lsr.train.")
+                                    "summary.json under [run] output. Config keys: see aftershock.train.config.")
     tr.add_argument("--config", required=True, help="config.toml ([model], [data], [loss], [optim], [run])")
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in [run] output")
     tr.add_argument("--device", help="override [run] device (cpu, cuda, cuda:N, auto)")
@@ -55,23 +54,10 @@ def add_parsers(sub) -> None:
     tr.set_defaults(func=cmd_train)
 
 
-def _train_data_api():
-    """The training-data steps: the train room (aftershock.train: prepare, score, SOURCES, default_data_dir) or,
-    before it lands, aftershock.lsr.trainset (same functions)."""
-    try:
-        import aftershock.train as api
-
-        if hasattr(api, "prepare"):
-            return api, api.default_data_dir()
-    except ImportError:
-        pass
-    from aftershock.lsr import trainset as api
-
-    return api, Path(api.__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def cmd_train_data(args) -> int:
-    api, default_data = _train_data_api()
+    from aftershock.train import data as api
+
+    default_data = api.default_data_dir()
     t0 = time.perf_counter()
     if args.step == "prepare":
         sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else api.SOURCES
@@ -92,10 +78,7 @@ def cmd_train_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    try:
-        from aftershock.train import TrainConfig, train
-    except ImportError:
-        from aftershock.lsr.train import TrainConfig, train
+    from aftershock.train import TrainConfig, train
 
     config = TrainConfig.from_toml(args.config)
     if args.device:

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     from aftershock.eval.beir import load_beir
     from aftershock.eval.effectiveness import evaluate
-    from aftershock.lsr.train import TrainConfig, train
+    from aftershock.train import TrainConfig, train
 
     t_start = time.perf_counter()
     out = Path(args.out)

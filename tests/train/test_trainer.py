@@ -313,14 +313,6 @@ def test_gzipped_records_with_extra_fields(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _cli_uses_old_train_path() -> bool:
-    """True while aftershock/cli.py still imports aftershock.lsr.train (until the cli package that imports
-    aftershock.train is merged; remove this marker then)."""
-    old = REPO / "aftershock" / "cli.py"
-    return old.is_file() and "aftershock.lsr.train" in old.read_text()
-
-
-@pytest.mark.xfail(_cli_uses_old_train_path(), reason="cli.py still imports aftershock.lsr.train", strict=True)
 def test_cli_train(tmp_path):
     cfg = _tiny(tmp_path, data__dev_fraction=0.0, optim__batch_size=2,
                 run__checkpoint_every=0, run__eval_every=0)
