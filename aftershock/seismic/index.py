@@ -166,9 +166,7 @@ class SeismicIndex(BaseIndex):
     """
 
     kind = "seismic"
-    ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "comp_list_ptr",
-              "comp_ids", "comp_cnt", "ovf_list_ptr", "ovf_cnt", "ent_list_ptr", "ent_delta", "ent_code",
-              "sum_min", "sum_step", "knn")
+    ARRAYS = tuple(name for name in K.SeismicArrays._fields if name != "lut")  # what save/load write and read
 
     def __init__(self, arrays: dict, dim: int, doc_ids, config: SeismicConfig, vocab=None, build_stats=None):
         for name in self.ARRAYS:

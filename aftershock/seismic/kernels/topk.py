@@ -10,29 +10,49 @@ from __future__ import annotations
 import numba
 
 
-# ------------------------------------------------------------------------------------------- result heap
+# ------------------------------------------------------------------------------------------- both heaps
 @numba.njit(inline="always")
-def _worse(s1, i1, s2, i2):
-    """True when (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
+def _swap_up(hs, hi, a, b, above):
+    """Swap entries a and b when ``above(a, b)`` (a belongs above b); returns whether it did."""
+    if above(hs[a], hi[a], hs[b], hi[b]):
+        hs[a], hs[b] = hs[b], hs[a]
+        hi[a], hi[b] = hi[b], hi[a]
+        return True
+    return False
 
 
 @numba.njit(inline="always")
-def _sift_down(hs, hi, size, pos):
+def _sift_down(hs, hi, size, pos, above):
+    """Move entry pos down the heap (hs, hi)[:size] until ``above(entry, child)`` holds for its children."""
     while True:
         left = 2 * pos + 1
         if left >= size:
             break
         child = left
         right = left + 1
-        if right < size and _worse(hs[right], hi[right], hs[left], hi[left]):
+        if right < size and above(hs[right], hi[right], hs[left], hi[left]):
             child = right
-        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            hs[pos], hs[child] = hs[child], hs[pos]
-            hi[pos], hi[child] = hi[child], hi[pos]
-            pos = child
-        else:
+        if not _swap_up(hs, hi, child, pos, above):
             break
+        pos = child
+
+
+@numba.njit(inline="always")
+def _pop(hs, hi, size, above):
+    """Drop the top (hs[0], hi[0]) of the heap (hs, hi)[:size]; returns the new size."""
+    size -= 1
+    hs[0] = hs[size]
+    hi[0] = hi[size]
+    _sift_down(hs, hi, size, 0, above)
+    return size
+
+
+# ------------------------------------------------------------------------------------------- result heap
+@numba.njit(inline="always")
+def _worse(s1, i1, s2, i2):
+    """True when (s1, i1) ranks below (s2, i2): lower score, or equal score and larger id (the min-heap's order:
+    the worst result on top)."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
 @numba.njit(inline="always")
@@ -44,17 +64,14 @@ def heap_push(hs, hi, size, k, score, doc):
         hi[pos] = doc
         while pos > 0:
             parent = (pos - 1) // 2
-            if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-                hs[pos], hs[parent] = hs[parent], hs[pos]
-                hi[pos], hi[parent] = hi[parent], hi[pos]
-                pos = parent
-            else:
+            if not _swap_up(hs, hi, pos, parent, _worse):
                 break
+            pos = parent
         return size + 1
     if _worse(hs[0], hi[0], score, doc):
         hs[0] = score
         hi[0] = doc
-        _sift_down(hs, hi, size, 0)
+        _sift_down(hs, hi, size, 0, _worse)
     return size
 
 
@@ -62,50 +79,30 @@ def heap_push(hs, hi, size, k, score, doc):
 def heap_sorted_into(hs, hi, size, out_s, out_i):
     """Empty the heap into out_* best-first (score desc, id asc); the rest stays padded."""
     while size > 0:
-        size -= 1
-        out_s[size] = hs[0]
-        out_i[size] = hi[0]
-        hs[0] = hs[size]
-        hi[0] = hi[size]
-        _sift_down(hs, hi, size, 0)
+        out_s[size - 1] = hs[0]
+        out_i[size - 1] = hi[0]
+        size = _pop(hs, hi, size, _worse)
 
 
 # ------------------------------------------------------------------------------------------- block heap
 @numba.njit(inline="always")
-def _block_sift_down(bs, bi, size, pos):
-    """Max-heap on bs (best block on top)."""
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            break
-        child = left
-        if left + 1 < size and bs[left + 1] > bs[left]:
-            child = left + 1
-        if bs[child] > bs[pos]:
-            bs[pos], bs[child] = bs[child], bs[pos]
-            bi[pos], bi[child] = bi[child], bi[pos]
-            pos = child
-        else:
-            break
+def _higher(s1, i1, s2, i2):
+    """The block heap's order: a max-heap on the score alone (the best block on top)."""
+    return s1 > s2
 
 
 @numba.njit(inline="always")
 def heapify_blocks(bs, bi, n):
     """Make (bs, bi)[:n] a max-heap on bs (the best block on top)."""
     for p in range(n // 2 - 1, -1, -1):
-        _block_sift_down(bs, bi, n, p)
+        _sift_down(bs, bi, n, p, _higher)
 
 
 @numba.njit(inline="always")
 def heap_pop(bs, bi, n):
     """Remove the best block of the max-heap (bs, bi)[:n]; returns (its id, the new size n - 1).
     Its score, read before the pop, is ``bs[0]``."""
-    b = bi[0]
-    n -= 1
-    bs[0] = bs[n]
-    bi[0] = bi[n]
-    _block_sift_down(bs, bi, n, 0)
-    return b, n
+    return bi[0], _pop(bs, bi, n, _higher)
 
 
 # ------------------------------------------------------------------------------------------- kNN refinement
