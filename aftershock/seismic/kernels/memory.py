@@ -18,7 +18,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 F16_MAX = 65504.0
-F16_LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 class SeismicArrays(NamedTuple):
@@ -70,6 +69,9 @@ def decode_values(values: np.ndarray) -> np.ndarray:
     """Stored values as float32: float16 bits (uint16) decoded, anything else cast."""
     v = np.asarray(values)
     return f16_view(v).astype(np.float32) if v.dtype == np.uint16 else v.astype(np.float32)
+
+
+F16_LUT = decode_values(np.arange(65536, dtype=np.uint16))  # float16 bits -> float32, for the kernels
 
 
 def f16_lossless(vals: np.ndarray) -> bool:
