@@ -6,6 +6,10 @@
 - `search`: Seismic search (summary scores, block visiting, rescoring);
 - `build`: pruning, clustering posting lists into blocks, doc_cut approximations;
 - `summaries`: the summary format's one encoder and one decoder.
+
+Entry points are compiled with ``cache=True``; Numba checks only the entry point's own file for changes, so
+after editing `memory` or `topk` (inlined into the others) clear ``kernels/__pycache__`` or touch the files
+that use them.
 """
 
 from aftershock.seismic.kernels.build import block_lists, doc_cut_arrays, prune_count, prune_fill
