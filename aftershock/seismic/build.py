@@ -59,7 +59,7 @@ def _forward(docs: SparseBatch, config: SeismicConfig):
     fwd_ptr = docs.indptr.astype(np.int64)
     fwd_idx = docs.indices.astype(tdt)
     if config.value_dtype == "float16":
-        if docs.nnz and float(docs.values.max()) > K.memory.F16_MAX:
+        if docs.nnz and float(docs.values.max()) > K.F16_MAX:
             raise ConfigError(f"a weight of {float(docs.values.max())} overflows float16 (max 65504); "
                               "build with value_dtype='float32'")
         fwd_val = K.f16_bits(docs.values)
