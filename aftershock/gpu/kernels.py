@@ -17,148 +17,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-NEG = np.float32(-np.inf)
-POS = np.float32(np.inf)
-BIG = np.int64(2**62)
-
-
-@cuda.jit(device=True, inline=True)
-def _better(s1, i1, s2, i2):
-    """(s1, i1) ranks above (s2, i2)."""
-    return s1 > s2 or (s1 == s2 and i1 < i2)
-
-
-@cuda.jit(device=True)
-def _block_best(s, i, red_s, red_i, tpb):
-    """Block-wide best (score, id) over every thread's candidate; all threads get it (tpb a power of 2)."""
-    tid = cuda.threadIdx.x
-    red_s[tid] = s
-    red_i[tid] = i
-    cuda.syncthreads()
-    step = tpb // 2
-    while step > 0:
-        if tid < step:
-            if _better(red_s[tid + step], red_i[tid + step], red_s[tid], red_i[tid]):
-                red_s[tid] = red_s[tid + step]
-                red_i[tid] = red_i[tid + step]
-        cuda.syncthreads()
-        step //= 2
-    s = red_s[0]
-    i = red_i[0]
-    cuda.syncthreads()
-    return s, i
-
-
-@cuda.jit(device=True)
-def _select(vals, ids, n, direct, k, base, out_s, out_i, red_s, red_i, tpb):
-    """The k best (score, id) among vals[:n] into out_*[:k] (ids[x], or base + x when ``direct``; entries with
-    id < 0, or score <= 0 when direct, are skipped), by k non-destructive block-wide rounds; returns the k-th
-    score (-inf when fewer than k). Unfilled slots get -inf / -1."""
-    tid = cuda.threadIdx.x
-    ps = POS
-    pi = np.int64(-1)
-    kth = NEG
-    for r in range(k):
-        bs = NEG
-        bi = BIG
-        for x in range(tid, n, tpb):
-            s = vals[x]
-            if direct:
-                d = base + x
-                ok = s > 0
-            else:
-                d = np.int64(ids[x])
-                ok = d >= 0
-            if ok and _better(ps, pi, s, d) and _better(s, d, bs, bi):
-                bs = s
-                bi = d
-        bs, bi = _block_best(bs, bi, red_s, red_i, tpb)
-        if bi == BIG:
-            for x in range(r + tid, k, tpb):
-                out_s[x] = NEG
-                out_i[x] = -1
-            break
-        if tid == 0:
-            out_s[r] = bs
-            out_i[r] = bi
-        ps = bs
-        pi = bi
-        if r == k - 1:
-            kth = bs
-    return kth
-
-
-@cuda.jit(device=True)
-def _rank_select(vals, ids, n, k, out_s, out_i, tpb):
-    """The entry of rank r < k among (vals[x], ids[x]), x < n (ids >= 0 valid, unique), goes to out_*[r]: each
-    thread counts the entries ranking above its own (O(n^2 / tpb) reads, no rounds, no barriers). The caller
-    pads out_* and synchronizes before and after."""
-    for x in range(cuda.threadIdx.x, n, tpb):
-        s = vals[x]
-        d = np.int64(ids[x])
-        if d < 0:
-            continue
-        r = 0
-        for y in range(n):
-            dy = np.int64(ids[y])
-            if dy >= 0 and _better(vals[y], dy, s, d):
-                r += 1
-                if r >= k:
-                    break
-        if r < k:
-            out_s[r] = s
-            out_i[r] = d
-
-
-@cuda.jit(device=True)
-def _tile_topk(acc, n, k, base, out_s, out_i, red_s, red_i, cs, ci, ccnt, th_s, th_i, tpb):
-    """Top k of a shared accumulator (touched <=> > 0) in two passes: theta = the k-th best of the threads'
-    own maxima bounds the k-th score from below; the entries reaching it (at most 32 k when each thread holds
-    n / tpb <= 32 entries) are compacted into cs/ci and ranked there. Falls back to k block-wide rounds over
-    acc when they overflow cs."""
-    tid = cuda.threadIdx.x
-    cap = cs.shape[0]
-    m = NEG
-    mi = BIG
-    for x in range(tid, n, tpb):
-        s = acc[x]
-        if s > 0 and _better(s, np.int64(x), m, mi):
-            m = s
-            mi = np.int64(x)
-    red_s[tid] = m
-    red_i[tid] = mi
-    for x in range(tid, k, tpb):
-        out_s[x] = NEG
-        out_i[x] = -1
-    if tid == 0:
-        ccnt[0] = 0
-        th_s[0] = 0.0  # fewer than k threads touched anything: every touched entry is a candidate
-        th_i[0] = BIG
-    cuda.syncthreads()
-    if mi != BIG:
-        r = 0
-        for y in range(tpb):
-            if red_i[y] != BIG and _better(red_s[y], red_i[y], m, mi):
-                r += 1
-        if r == k - 1:
-            th_s[0] = m
-            th_i[0] = mi
-    cuda.syncthreads()
-    ts = th_s[0]
-    ti = th_i[0]
-    for x in range(tid, n, tpb):
-        s = acc[x]
-        if s > 0 and not _better(ts, ti, s, np.int64(x)):
-            c = cuda.atomic.add(ccnt, 0, 1)
-            if c < cap:
-                cs[c] = s
-                ci[c] = base + x
-    cuda.syncthreads()
-    nc = ccnt[0]
-    if nc <= cap:
-        _rank_select(cs, ci, nc, k, out_s, out_i, tpb)
-    else:
-        _select(acc, ci, n, True, k, base, out_s, out_i, red_s, red_i, tpb)
+from aftershock.gpu.device import NEG, POS, _better, _rank_select, _select, load4, tile_topk
 
 
 # ------------------------------------------------------------------------------------------- exact
@@ -171,6 +30,7 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
     term never collide, so they rarely retry."""
     assert tpb >= 32 and tpb & (tpb - 1) == 0
     ngroups = tpb // 32
+    topk = tile_topk(tpb, cand)
 
     @cuda.jit
     def kernel(tile_ptr, post_doc, post_val, n_tiles, q_ptr, q_idx, q_val, q0, k, part_s, part_i, counter,
@@ -184,11 +44,6 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
         acc = cuda.shared.array(tile, np.float32)
         red_s = cuda.shared.array(tpb, np.float32)
         red_i = cuda.shared.array(tpb, np.int64)
-        cs = cuda.shared.array(cand, np.float32)
-        ci = cuda.shared.array(cand, np.int32)
-        ccnt = cuda.shared.array(1, np.int32)
-        th_s = cuda.shared.array(1, np.float32)
-        th_i = cuda.shared.array(1, np.int64)
         last = cuda.shared.array(1, np.int32)
         if stages == 0:
             return
@@ -202,23 +57,7 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
             p1 = tile_ptr[t * stride + j + 1]
             for p in range(tile_ptr[t * stride + j] + lane, p1, 128):
                 # four postings per lane per step, all loads issued before the adds (memory-level parallelism)
-                d0 = post_doc[p]
-                v0 = post_val[p]
-                d1 = d0
-                v1 = v0
-                d2 = d0
-                v2 = v0
-                d3 = d0
-                v3 = v0
-                if p + 32 < p1:
-                    d1 = post_doc[p + 32]
-                    v1 = post_val[p + 32]
-                if p + 64 < p1:
-                    d2 = post_doc[p + 64]
-                    v2 = post_val[p + 64]
-                if p + 96 < p1:
-                    d3 = post_doc[p + 96]
-                    v3 = post_val[p + 96]
+                d0, v0, d1, v1, d2, v2, d3, v3 = load4(post_doc, post_val, p, 32, p1)
                 cuda.atomic.add(acc, np.int32(d0), w * np.float32(v0))
                 if p + 32 < p1:
                     cuda.atomic.add(acc, np.int32(d1), w * np.float32(v1))
@@ -231,8 +70,8 @@ def exact_kernel(tpb: int = 256, tile: int = 8192, cand: int = 1024):
             if tid == 0:
                 part_s[qq, j * k] = acc[0]
             return
-        _tile_topk(acc, tile, k, np.int64(j) * tile, part_s[qq, j * k:(j + 1) * k], part_i[qq, j * k:(j + 1) * k],
-                   red_s, red_i, cs, ci, ccnt, th_s, th_i, tpb)
+        topk(acc, tile, k, np.int64(j) * tile, part_s[qq, j * k:(j + 1) * k], part_i[qq, j * k:(j + 1) * k],
+             red_s, red_i)
         if stages == 2:
             return
         # the last tile block of this query to finish merges all tiles' candidates
@@ -290,6 +129,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
     """
     assert tpb >= 32 and tpb & (tpb - 1) == 0 and tpb % group == 0
     slots = tpb // group
+    topk = tile_topk(tpb)
     cut1 = max_cut + 1
 
     @cuda.jit(device=True)
@@ -321,23 +161,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
                 for e in range(fwd_ptr[d] + mem, e1, step):
                     # four entries per member per step, loads first (memory-level parallelism); the adds keep
                     # the order e, e + group, ... of the CPU reference
-                    t0 = fwd_idx[e]
-                    v0 = fwd_val[e]
-                    t1 = t0
-                    v1 = v0
-                    t2 = t0
-                    v2 = v0
-                    t3 = t0
-                    v3 = v0
-                    if e + group < e1:
-                        t1 = fwd_idx[e + group]
-                        v1 = fwd_val[e + group]
-                    if e + 2 * group < e1:
-                        t2 = fwd_idx[e + 2 * group]
-                        v2 = fwd_val[e + 2 * group]
-                    if e + 3 * group < e1:
-                        t3 = fwd_idx[e + 3 * group]
-                        v3 = fwd_val[e + 3 * group]
+                    t0, v0, t1, v1, t2, v2, t3, v3 = load4(fwd_idx, fwd_val, e, group, e1)
                     s += _qweight(np.int32(t0), qbits, qpos, qv) * np.float32(v0)
                     if e + group < e1:
                         s += _qweight(np.int32(t1), qbits, qpos, qv) * np.float32(v1)
@@ -379,11 +203,6 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
         # 6 docs rescored in phase A
         cnt = cuda.shared.array(8, np.int64)
         crng = cuda.shared.array(max_q, np.int32)
-        cs = cuda.shared.array(1024, np.float32)
-        ci = cuda.shared.array(1024, np.int32)
-        ccnt = cuda.shared.array(1, np.int32)
-        th_s = cuda.shared.array(1, np.float32)
-        th_i = cuda.shared.array(1, np.int64)
         acc_dot = cuda.shared.array(max_bl, np.float32)
         acc_q = cuda.shared.array(max_bl, np.float32)
         if stages == 0:
@@ -481,8 +300,7 @@ def seismic_kernel(tpb: int = 256, group: int = 8, max_q: int = 1024, dim_words:
             return
         # 2. phase A: the first_blocks best blocks with a positive score; (ps, pi) = the last of them
         nf = min(first_blocks, nb, cand_s.shape[1])
-        _tile_topk(blk_score[qq], nb, nf, 0, cand_s[qq, :nf], cand_i[qq, :nf], red_s, red_i, cs, ci, ccnt, th_s,
-                   th_i, tpb)
+        topk(blk_score[qq], nb, nf, 0, cand_s[qq, :nf], cand_i[qq, :nf], red_s, red_i)
         cuda.syncthreads()
         ps = POS
         pi = np.int64(-1)

@@ -33,6 +33,7 @@ from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index import SearchResult
 from aftershock.index.config import Config, check, is_int
 from aftershock.kv import kernels as K
+from aftershock.seismic.kernels.memory import numba_threads
 
 
 @dataclass(frozen=True)
@@ -315,12 +316,8 @@ class DenseBlockIndex:
             if nt == 1:
                 K.dense_search_serial(*args, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
             else:
-                prev = numba.get_num_threads()
-                numba.set_num_threads(nt)
-                try:
+                with numba_threads(nt):
                     K.dense_search_batch(*args, nt, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
-                finally:
-                    numba.set_num_threads(prev)
             self.last_stats = {name: stats[:, j].copy() for j, name in enumerate(self.STATS)}
         ids = np.where(out_i >= 0, self.row_ids[np.maximum(out_i, 0)], -1)
         return SearchResult(out_s, ids)

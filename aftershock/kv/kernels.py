@@ -1,7 +1,8 @@
 """Numba CPU kernels of the dense-key mode: the Seismic search skeleton (best-first block visiting with a
 heap_factor cut, then kNN-graph refinement) over dense float32 keys stored block-contiguous.
 
-Plain loops over flat typed arrays, like ``aftershock.seismic.kernels``, whose top-k heap helpers they share.
+Plain loops over flat typed arrays, like ``aftershock.seismic.kernels``, whose top-k module (result heap, block
+heap, kNN refinement) they share.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from aftershock.seismic.kernels import _block_sift_down, heap_push, heap_sorted_into, heapify_blocks
+from aftershock.seismic.kernels.topk import heap_pop, heap_push, heap_sorted_into, heapify_blocks, knn_refine
 
 
 @numba.njit(inline="always")
@@ -19,6 +20,22 @@ def _dot(a, i, q):
     for j in range(q.shape[0]):
         s += a[i, j] * q[j]
     return s
+
+
+@numba.njit(inline="always")
+def _fresh_key(ctx, n_seen, r):
+    """`knn_refine`'s ``fresh`` over (blk_seen, key_blk, visited, stamp, keys, q): keys of visited blocks
+    were all scored."""
+    blk_seen, key_blk, visited, stamp = ctx[0], ctx[1], ctx[2], ctx[3]
+    if blk_seen[key_blk[r]] == stamp or visited[r] == stamp:
+        return -1
+    visited[r] = stamp
+    return n_seen + 1
+
+
+@numba.njit(inline="always")
+def _score_key(ctx, r):
+    return _dot(ctx[4], r, ctx[5])
 
 
 @numba.njit
@@ -49,40 +66,18 @@ def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_f
     size = 0
     n = nb
     while n > 0:
-        b = bi[0]
         if size == k and bs[0] < hs[0]:
             break
-        n -= 1
-        bs[0] = bs[n]
-        bi[0] = bi[n]
-        _block_sift_down(bs, bi, n, 0)
+        b, n = heap_pop(bs, bi, n)
         blk_seen[b] = stamp
         for r in range(blk_ptr[b], blk_ptr[b + 1]):
             size = heap_push(hs, hi, size, k, _dot(keys, r, q), r)
         stats[1] += 1
         stats[2] += blk_ptr[b + 1] - blk_ptr[b]
     if n_knn > 0 and knn.shape[1] > 0:
-        m = min(n_knn, knn.shape[1])
-        for _ in range(rounds):
-            found = hi[:size].copy()
-            grew = False
-            for x in range(found.shape[0]):
-                r0 = found[x]
-                if expanded[r0] == stamp:
-                    continue
-                expanded[r0] = stamp
-                grew = True
-                for j in range(m):
-                    r = knn[r0, j]
-                    if r < 0:
-                        break
-                    if blk_seen[key_blk[r]] == stamp or visited[r] == stamp:
-                        continue
-                    visited[r] = stamp
-                    size = heap_push(hs, hi, size, k, _dot(keys, r, q), r)
-                    stats[2] += 1
-            if not grew:
-                break
+        size, _, scored = knn_refine(knn, n_knn, rounds, expanded, stamp, hs, hi, size, k, _fresh_key, _score_key,
+                                     (blk_seen, key_blk, visited, stamp, keys, q), 0)
+        stats[2] += scored
     heap_sorted_into(hs, hi, size, out_s, out_i)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -20,6 +18,7 @@ from aftershock.errors import ConfigError, IndexFormatError, TermIdOutOfRangeErr
 from aftershock.index import SearchResult, SparseBatch, Vocabulary, load_dir, save_dir
 from aftershock.index.backends import resolve_backend, to_backend
 from aftershock.seismic import kernels as K
+from aftershock.seismic.build import build_seismic
 from aftershock.seismic.config import SearchParams, SeismicConfig
 
 
@@ -30,85 +29,6 @@ def _threads(threads: int | None) -> int:
     if not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for all {limit} cores)")
     return min(int(threads), limit)
-
-
-@contextmanager
-def _numba_threads(n: int | None = None):
-    """Run the block with ``n`` Numba threads (None: as the block sets them), then restore the caller's count."""
-    prev = numba.get_num_threads()
-    if n is not None and n != prev:
-        numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if numba.get_num_threads() != prev:
-            numba.set_num_threads(prev)
-
-
-def _term_dtype(dim: int):
-    return np.uint16 if dim <= 65536 else np.uint32
-
-
-def _drop_zeros(docs: SparseBatch) -> SparseBatch:
-    keep = docs.values > 0
-    counts = np.add.reduceat(keep.astype(np.int64), docs.indptr[:-1]) if len(docs) else np.zeros(0, np.int64)
-    counts[np.diff(docs.indptr) == 0] = 0
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return SparseBatch(indptr, docs.indices[keep], docs.values[keep], docs.ids, docs.dim, docs.vocab)
-
-
-def _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt, tdt,
-               slot_budget: int = 1 << 25) -> dict:
-    """Quantized summary per block, in one parallel pass over runs of blocks: a block's summary has at most
-    as many entries as its documents have non-zeros, so each run is written into slots of that size
-    (about ``slot_budget`` entries per run), then compacted."""
-    nb = blk_doc_ptr.shape[0] - 1
-    e = np.float32(energy)
-    bound = np.diff(fwd_ptr)[blk_docs].astype(np.int64)
-    bound = np.add.reduceat(bound, blk_doc_ptr[:-1].astype(np.int64)) if nb else np.zeros(0, np.int64)
-    counts = np.zeros(nb, np.int64)
-    sum_min = np.empty(nb, np.float32)
-    sum_step = np.empty(nb, np.float32)
-    parts_idx, parts_codes = [], []
-    b_lo = 0
-    cum = np.cumsum(bound)
-    while b_lo < nb:
-        base = cum[b_lo - 1] if b_lo else 0
-        b_hi = max(b_lo + 1, int(np.searchsorted(cum, base + slot_budget, side="right")))
-        slot_ptr = np.concatenate([[0], np.cumsum(bound[b_lo:b_hi])]).astype(np.int64)
-        tmp_idx = np.empty(slot_ptr[-1], tdt)
-        tmp_codes = np.empty(slot_ptr[-1], np.uint8)
-        K.summary_fill(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, K.F16_LUT, dim, e, nt, b_lo, b_hi,
-                       slot_ptr, tmp_idx, tmp_codes, counts, sum_min, sum_step)
-        n = int(counts[b_lo:b_hi].sum())
-        out_idx, out_codes = np.empty(n, tdt), np.empty(n, np.uint8)
-        K.compact_slots(slot_ptr, counts[b_lo:b_hi], tmp_idx, tmp_codes, out_idx, out_codes)
-        parts_idx.append(out_idx)
-        parts_codes.append(out_codes)
-        b_lo = b_hi
-    sum_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return dict(sum_ptr=sum_ptr, sum_idx=np.concatenate(parts_idx) if parts_idx else np.zeros(0, tdt),
-                sum_codes=np.concatenate(parts_codes) if parts_codes else np.zeros(0, np.uint8),
-                sum_min=sum_min, sum_step=sum_step)
-
-
-def _transpose_summaries(term_blk_ptr, sums: dict, dim, nt, tdt) -> dict:
-    """Store each list's summaries component-major, so a query touches only the entries of its own terms."""
-    sum_ptr = sums["sum_ptr"]
-    ncomp, nent, novf = K.summary_layout_counts(term_blk_ptr, sum_ptr, sums["sum_idx"], dim, nt)
-
-    def offsets(counts):
-        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    out = dict(comp_list_ptr=offsets(ncomp), ovf_list_ptr=offsets(novf), ent_list_ptr=offsets(nent))
-    n_comp, n_ovf, n_ent = (int(out[f"{x}_list_ptr"][-1]) for x in ("comp", "ovf", "ent"))
-    out.update(comp_ids=np.empty(n_comp, tdt), comp_cnt=np.empty(n_comp, np.uint8), ovf_cnt=np.empty(n_ovf, np.uint32),
-               ent_delta=np.empty(n_ent, np.uint8), ent_code=np.empty(n_ent, np.uint8), sum_min=sums["sum_min"],
-               sum_step=sums["sum_step"])
-    K.summary_transpose(term_blk_ptr, sum_ptr, sums["sum_idx"], sums["sum_codes"], dim, nt, out["comp_list_ptr"],
-                        out["ovf_list_ptr"], out["ent_list_ptr"], out["comp_ids"], out["comp_cnt"], out["ovf_cnt"],
-                        out["ent_delta"], out["ent_code"])
-    return out
 
 
 class BaseIndex:
@@ -259,7 +179,7 @@ class ExactIndex(BaseIndex):
         nt = _threads(params.threads)
         out_s, out_i = self._empty_result(len(queries), k)
         if len(queries):
-            with _numba_threads(nt):
+            with K.numba_threads(nt):
                 K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
                                      queries.indices, queries.values, k, nt, out_s, out_i)
         return SearchResult(out_s, out_i)
@@ -314,9 +234,7 @@ class SeismicIndex(BaseIndex):
     """
 
     kind = "seismic"
-    ARRAYS = ("fwd_ptr", "fwd_idx", "fwd_val", "term_blk_ptr", "blk_doc_ptr", "blk_docs", "comp_list_ptr",
-              "comp_ids", "comp_cnt", "ovf_list_ptr", "ovf_cnt", "ent_list_ptr", "ent_delta", "ent_code",
-              "sum_min", "sum_step", "knn")
+    ARRAYS = tuple(name for name in K.SeismicArrays._fields if name != "lut")  # what save/load write and read
 
     def __init__(self, arrays: dict, dim: int, doc_ids, config: SeismicConfig, vocab=None, build_stats=None):
         for name in self.ARRAYS:
@@ -344,124 +262,34 @@ class SeismicIndex(BaseIndex):
         """Build from a `SparseBatch`; ``overrides`` replace fields of ``config`` (e.g. ``n_postings=2000``)."""
         config = (config or SeismicConfig()).with_(**overrides) if overrides else (config or SeismicConfig())
         nt = _threads(threads)
-        numba.set_num_threads(nt)
-        stats: dict = {}
-        steps = ["forward index", "pruning", "blocking", "summaries"] + (["knn graph"] if config.knn else [])
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(steps), desc="build", unit="step")
+        def knn_graph(arrays):
+            return cls(arrays, docs.dim, docs.ids, config)._knn_graph(config.knn, None, nt)
 
-        def step(name, t0):
-            stats[f"{name.replace(' ', '_')}_s"] = round(time.perf_counter() - t0, 3)
-            if bar is not None:
-                bar.set_postfix_str(name)
-                bar.update(1)
-            return time.perf_counter()
-
-        t_all = t = time.perf_counter()
-        if docs.nnz and not np.all(docs.values > 0):
-            docs = _drop_zeros(docs)  # explicit zeros add nothing to a score; kernels treat 0 as "absent"
-        n, dim = len(docs), docs.dim
-        tdt = _term_dtype(dim)
-        fwd_ptr = docs.indptr.astype(np.int64)
-        fwd_idx = docs.indices.astype(tdt)
-        if config.value_dtype == "float16":
-            if docs.nnz and float(docs.values.max()) > 65504.0:
-                raise ConfigError(f"a weight of {float(docs.values.max())} overflows float16 (max 65504); "
-                                  "build with value_dtype='float32'")
-            fwd_val = docs.values.astype(np.float16).view(np.uint16)
-        else:
-            fwd_val = docs.values.astype(np.float32)
-        lut = K.F16_LUT
-        t = step("forward index", t)
-
-        # posting lists (term -> docs, weights); weights as stored (so pruning sees the forward values)
-        import scipy.sparse as sp
-
-        stored = fwd_val.view(np.float16).astype(np.float32) if config.value_dtype == "float16" else fwd_val
-        csc = sp.csc_matrix(sp.csr_matrix((stored, docs.indices, fwd_ptr), shape=(n, dim)))
-        csc.sort_indices()
-        inv_ptr, inv_docs, inv_vals = csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data
-        lens = np.diff(inv_ptr)
-        if config.pruning == "none":
-            threshold, cap = -np.inf, np.iinfo(np.int64).max
-        elif config.pruning == "fixed":
-            threshold, cap = -np.inf, config.n_postings
-        else:
-            budget = config.n_postings * int(np.count_nonzero(lens))
-            cap = max(1, int(config.max_fraction * config.n_postings))
-            if budget >= inv_vals.shape[0]:
-                threshold = -np.inf
-            else:
-                threshold = float(np.partition(inv_vals, inv_vals.shape[0] - budget)[inv_vals.shape[0] - budget])
-        counts = K.prune_count(inv_ptr, inv_vals, np.float32(threshold), np.int64(min(cap, 2**62)))
-        post_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        post_docs = np.empty(post_ptr[-1], np.int32)
-        post_vals = np.empty(post_ptr[-1], np.float32)
-        K.prune_fill(inv_ptr, inv_docs, inv_vals, np.float32(threshold), post_ptr, post_docs, post_vals)
-        del csc, inv_docs, inv_vals, post_vals
-        stats["postings"] = int(post_ptr[-1])
-        t = step("pruning", t)
-
-        # blocking by clustering, longest lists first for load balance
-        cut_len = np.minimum(np.diff(fwd_ptr), config.doc_cut)
-        cut_ptr = np.concatenate([[0], np.cumsum(cut_len)]).astype(np.int64)
-        cut_idx = np.empty(cut_ptr[-1], np.int32)
-        cut_val = np.empty(cut_ptr[-1], np.float32)
-        K.doc_cut_arrays(fwd_ptr, fwd_idx, fwd_val, lut, config.doc_cut, cut_ptr, cut_idx, cut_val)
-        order = np.argsort(-np.diff(post_ptr), kind="stable").astype(np.int64)
-        blk_docs = np.empty(post_ptr[-1], np.uint32)
-        blk_sizes = np.zeros(post_ptr[-1], np.int64)
-        n_blocks = np.zeros(dim, np.int64)
-        kmeans = config.kmeans_iterations if config.clustering == "kmeans" else 0
-        K.block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
-                      config.centroid_fraction, config.min_cluster_size, kmeans, config.max_block_size, config.seed,
-                      order, nt, blk_docs, blk_sizes, n_blocks)
-        term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
-        starts = np.repeat(post_ptr[:-1], n_blocks)
-        sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
-        blk_doc_ptr = np.concatenate([[0], np.cumsum(sizes)])
-        blk_doc_ptr = blk_doc_ptr.astype(np.uint32 if blk_doc_ptr[-1] < 2**32 else np.int64)
-        del blk_sizes, post_docs, cut_idx, cut_val
-        t = step("blocking", t)
-
-        sums = _summaries(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, config.summary_energy, nt, tdt)
-        sums = _transpose_summaries(term_blk_ptr, sums, dim, nt, tdt)
-        t = step("summaries", t)
-
-        arrays = dict(fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_val=fwd_val, term_blk_ptr=term_blk_ptr,
-                      blk_doc_ptr=blk_doc_ptr, blk_docs=blk_docs, **sums, knn=np.zeros((n, 0), np.int32))
-        index = cls(arrays, dim, docs.ids, config, docs.vocab, stats)
-        if config.knn:
-            index.build_knn(config.knn, threads=nt)
-            t = step("knn graph", t)
-        stats["blocks"] = index.n_blocks
-        stats["build_s"] = round(time.perf_counter() - t_all, 3)
-        if bar is not None:
-            bar.close()
-        return index
+        arrays, stats = build_seismic(docs, config, nt, progress, knn_graph)
+        return cls(arrays, docs.dim, docs.ids, config, docs.vocab, stats)
 
     def build_knn(self, knn: int, params: SearchParams | None = None, threads: int | None = None) -> None:
         """k-NN graph over the documents, found with this index itself (each doc is a query)."""
+        self.knn = self._knn_graph(knn, params, _threads(threads))
+        self.config = self.config.with_(knn=knn)
+
+    def _knn_graph(self, knn: int, params: SearchParams | None, nt: int) -> np.ndarray:
         if knn < 1:
             raise ConfigError(f"knn={knn} must be >= 1")
         docs = SparseBatch(self.fwd_ptr, self.fwd_idx.astype(np.int32),
                            self._decoded_values(), self.doc_ids, self.dim)
         params = params or SearchParams(query_cut=10, heap_factor=0.7)
-        res = self._search_arrays(docs, knn + 1, params, _threads(threads), knn_graph=np.zeros((len(docs), 0), np.int32))
+        res = self._search_arrays(docs, knn + 1, params, nt, knn_graph=np.zeros((len(docs), 0), np.int32))
         graph = np.full((self.n_docs, knn), -1, np.int32)
         self_row = np.arange(self.n_docs)[:, None]
         for r in range(self.n_docs):  # drop the document itself, keep the order
             row = res.ids[r][(res.ids[r] >= 0) & (res.ids[r] != self_row[r, 0])][:knn]
             graph[r, : row.shape[0]] = row
-        self.knn = graph
-        self.config = self.config.with_(knn=knn)
+        return graph
 
     def _decoded_values(self) -> np.ndarray:
-        v = np.asarray(self.fwd_val)
-        return v.view(np.float16).astype(np.float32) if v.dtype == np.uint16 else v.astype(np.float32)
+        return K.decode_values(self.fwd_val)
 
     # ------------------------------------------------------------------ search
     def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
@@ -474,17 +302,14 @@ class SeismicIndex(BaseIndex):
         nq, nt = len(queries), _threads(params.threads)
         if nq == 0:
             self._last_stats = np.zeros((0, len(self.STATS)), np.int64)
-        if min(nq, nt) <= 1:  # the serial kernel leaves Numba's thread count alone
-            return self._search_arrays(queries, k, params, nt)
-        with _numba_threads():  # the batch kernel sets its own count; the caller's is restored
-            return self._search_arrays(queries, k, params, nt)
+        return self._search_arrays(queries, k, params, nt)
 
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Forward row ``row`` decoded: (term ids int64, weights float32 as stored, float16 ones widened)."""
         row = self._check_row(row)
         a, b = int(self.fwd_ptr[row]), int(self.fwd_ptr[row + 1])
         vals = np.asarray(self.fwd_val[a:b])
-        vals = vals.view(np.float16).astype(np.float32) if vals.dtype == np.uint16 else vals.astype(np.float32)
+        vals = K.decode_values(vals)
         return np.asarray(self.fwd_idx[a:b]).astype(np.int64), vals
 
     def info(self) -> dict:
@@ -504,16 +329,15 @@ class SeismicIndex(BaseIndex):
             self._scratch_arrays = sc
         return sc
 
-    def kernel_arrays(self) -> tuple:
-        """The arrays the search kernels read, in their order (one tuple, so kernels take one argument)."""
-        return (self.fwd_ptr, self.fwd_idx, self.fwd_val, K.F16_LUT, self.term_blk_ptr, self.blk_doc_ptr,
-                self.blk_docs, self.comp_list_ptr, self.comp_ids, self.comp_cnt, self.ovf_list_ptr, self.ovf_cnt,
-                self.ent_list_ptr, self.ent_delta, self.ent_code, self.sum_min, self.sum_step, self.knn)
+    def kernel_arrays(self) -> K.SeismicArrays:
+        """The arrays the search kernels read, by name (one `SeismicArrays`, so kernels take one argument)."""
+        return K.SeismicArrays(lut=K.F16_LUT, **{name: getattr(self, name) for name in self.ARRAYS})
 
     def block_summaries(self):
         """Every block's summary decoded to block-major CSR ``(ptr, terms int32, values float32)``: the
         dequantized values the kernels score with (an upper bound of the block's kept maxima)."""
-        return K.decode_summaries(self.kernel_arrays(), self.n_blocks)
+        dec = K.decode_summaries(self.kernel_arrays())
+        return dec.sum_ptr, dec.sum_idx, dec.sum_val
 
     def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None) -> SearchResult:
         nq = len(queries)
@@ -524,7 +348,7 @@ class SeismicIndex(BaseIndex):
         stats = np.zeros((nq, 3), np.int64)
         ix = self.kernel_arrays()
         if knn_graph is not None:
-            ix = ix[:-1] + (knn_graph,)
+            ix = ix._replace(knn=knn_graph)
         args = (ix, queries.indptr, queries.indices, queries.values, k, params.query_cut,
                 np.float32(params.heap_factor), params.n_knn)
         with self._lock:
@@ -532,8 +356,8 @@ class SeismicIndex(BaseIndex):
             if n_chunks == 1:
                 K.seismic_search_serial(*args, out_s, out_i, stats, *scratch)
             else:
-                numba.set_num_threads(nt)
-                K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
+                with K.numba_threads(nt):
+                    K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
         self._last_stats = stats
         return SearchResult(out_s, out_i)
 

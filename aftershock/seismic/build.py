@@ -1,0 +1,155 @@
+"""Building a Seismic index's arrays: forward index -> pruned posting lists -> blocks (clustered) ->
+quantized summaries (stored component-major) -> optional kNN graph. `SeismicIndex.build` calls
+`build_seismic`; the kernels are in `aftershock.seismic.kernels`."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from aftershock.errors import ConfigError
+from aftershock.index import SparseBatch
+from aftershock.seismic import kernels as K
+from aftershock.seismic.config import SeismicConfig
+
+
+def term_dtype(dim: int):
+    """Term ids as uint16 when they fit, else uint32."""
+    return np.uint16 if dim <= 65536 else np.uint32
+
+
+def drop_zeros(docs: SparseBatch) -> SparseBatch:
+    """The batch without its explicit zero weights."""
+    keep = docs.values > 0
+    counts = np.add.reduceat(keep.astype(np.int64), docs.indptr[:-1]) if len(docs) else np.zeros(0, np.int64)
+    counts[np.diff(docs.indptr) == 0] = 0
+    return SparseBatch(K.offsets(counts), docs.indices[keep], docs.values[keep], docs.ids, docs.dim, docs.vocab)
+
+
+class _Steps:
+    """Times the build steps into ``stats`` (``<step>_s``) and advances an optional progress bar."""
+
+    def __init__(self, names: list, progress: bool):
+        self.stats: dict = {}
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(names), desc="build", unit="step")
+        self.t0 = self.t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stats[f"{name.replace(' ', '_')}_s"] = round(now - self.t, 3)
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+            self.bar.update(1)
+        self.t = time.perf_counter()
+
+    def close(self) -> None:
+        self.stats["build_s"] = round(time.perf_counter() - self.t0, 3)
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _forward(docs: SparseBatch, config: SeismicConfig):
+    tdt = term_dtype(docs.dim)
+    fwd_ptr = docs.indptr.astype(np.int64)
+    fwd_idx = docs.indices.astype(tdt)
+    if config.value_dtype == "float16":
+        if docs.nnz and float(docs.values.max()) > K.F16_MAX:
+            raise ConfigError(f"a weight of {float(docs.values.max())} overflows float16 (max 65504); "
+                              "build with value_dtype='float32'")
+        fwd_val = K.f16_bits(docs.values)
+    else:
+        fwd_val = docs.values.astype(np.float32)
+    return fwd_ptr, fwd_idx, fwd_val
+
+
+def _prune(docs: SparseBatch, fwd_ptr, fwd_val, config: SeismicConfig):
+    """Posting lists (term -> docs ascending) kept by the pruning policy; weights as stored (so pruning sees
+    the forward values). Returns (post_ptr, post_docs int32)."""
+    import scipy.sparse as sp
+
+    n, dim = len(docs), docs.dim
+    csc = sp.csc_matrix(sp.csr_matrix((K.decode_values(fwd_val), docs.indices, fwd_ptr), shape=(n, dim)))
+    csc.sort_indices()
+    inv_ptr, inv_docs, inv_vals = csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data
+    lens = np.diff(inv_ptr)
+    if config.pruning == "none":
+        threshold, cap = -np.inf, np.iinfo(np.int64).max
+    elif config.pruning == "fixed":
+        threshold, cap = -np.inf, config.n_postings
+    else:
+        budget = config.n_postings * int(np.count_nonzero(lens))
+        cap = max(1, int(config.max_fraction * config.n_postings))
+        if budget >= inv_vals.shape[0]:
+            threshold = -np.inf
+        else:
+            threshold = float(np.partition(inv_vals, inv_vals.shape[0] - budget)[inv_vals.shape[0] - budget])
+    counts = K.prune_count(inv_ptr, inv_vals, np.float32(threshold), np.int64(min(cap, 2**62)))
+    post_ptr = K.offsets(counts)
+    post_docs = np.empty(post_ptr[-1], np.int32)
+    post_vals = np.empty(post_ptr[-1], np.float32)
+    K.prune_fill(inv_ptr, inv_docs, inv_vals, np.float32(threshold), post_ptr, post_docs, post_vals)
+    return post_ptr, post_docs
+
+
+def _blocks(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, dim: int, config: SeismicConfig, nt: int):
+    """Each posting list clustered into blocks, longest lists first for load balance.
+    Returns (term_blk_ptr, blk_doc_ptr, blk_docs)."""
+    lut = K.F16_LUT
+    cut_ptr = K.offsets(np.minimum(np.diff(fwd_ptr), config.doc_cut))
+    cut_idx = np.empty(cut_ptr[-1], np.int32)
+    cut_val = np.empty(cut_ptr[-1], np.float32)
+    K.doc_cut_arrays(fwd_ptr, fwd_idx, fwd_val, lut, config.doc_cut, cut_ptr, cut_idx, cut_val)
+    order = np.argsort(-np.diff(post_ptr), kind="stable").astype(np.int64)
+    blk_docs = np.empty(post_ptr[-1], np.uint32)
+    blk_sizes = np.zeros(post_ptr[-1], np.int64)
+    n_blocks = np.zeros(dim, np.int64)
+    kmeans = config.kmeans_iterations if config.clustering == "kmeans" else 0
+    K.block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
+                  config.centroid_fraction, config.min_cluster_size, kmeans, config.max_block_size, config.seed,
+                  order, nt, blk_docs, blk_sizes, n_blocks)
+    term_blk_ptr = K.offsets(n_blocks)
+    starts = np.repeat(post_ptr[:-1], n_blocks)
+    sizes = blk_sizes[starts + (np.arange(term_blk_ptr[-1]) - np.repeat(term_blk_ptr[:-1], n_blocks))]
+    blk_doc_ptr = K.offsets(sizes)
+    blk_doc_ptr = blk_doc_ptr.astype(np.uint32 if blk_doc_ptr[-1] < 2**32 else np.int64)
+    return term_blk_ptr, blk_doc_ptr, blk_docs
+
+
+def build_seismic(docs: SparseBatch, config: SeismicConfig, nt: int, progress: bool = False,
+                  knn_graph: Callable[[dict], np.ndarray] | None = None) -> tuple[dict, dict]:
+    """The arrays of a Seismic index over ``docs`` (see ``SeismicIndex``) and the build statistics (seconds
+    per step, postings kept, blocks), on ``nt`` Numba threads. With ``config.knn``, ``knn_graph(arrays)``
+    returns the kNN graph (it searches the index being built, so the caller supplies it)."""
+    steps = _Steps(["forward index", "pruning", "blocking", "summaries"] + (["knn graph"] if config.knn else []),
+                   progress)
+    stats = steps.stats
+    with K.numba_threads(nt):
+        if docs.nnz and not np.all(docs.values > 0):
+            docs = drop_zeros(docs)  # explicit zeros add nothing to a score; kernels treat 0 as "absent"
+        dim, tdt = docs.dim, term_dtype(docs.dim)
+        fwd_ptr, fwd_idx, fwd_val = _forward(docs, config)
+        steps.done("forward index")
+        post_ptr, post_docs = _prune(docs, fwd_ptr, fwd_val, config)
+        stats["postings"] = int(post_ptr[-1])
+        steps.done("pruning")
+        term_blk_ptr, blk_doc_ptr, blk_docs = _blocks(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, dim, config,
+                                                      nt)
+        del post_docs
+        steps.done("blocking")
+        sums = K.summarize(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, config.summary_energy, nt, tdt)
+        sums = K.transpose_summaries(term_blk_ptr, sums, dim, nt, tdt)
+        steps.done("summaries")
+        arrays = dict(fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_val=fwd_val, term_blk_ptr=term_blk_ptr,
+                      blk_doc_ptr=blk_doc_ptr, blk_docs=blk_docs, **sums, knn=np.zeros((len(docs), 0), np.int32))
+        if config.knn:
+            arrays["knn"] = knn_graph(arrays)
+            steps.done("knn graph")
+    stats["blocks"] = int(blk_doc_ptr.shape[0] - 1)
+    steps.close()
+    return arrays, stats
