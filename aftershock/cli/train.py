@@ -68,7 +68,9 @@ def cmd_train_data(args) -> int:
         print(f"prepared {st['queries']['train']} train + {st['queries']['dev']} dev queries, {st['docs']} docs, "
               f"{sum(st['bytes'].values()) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s -> {args.output}")
     else:
-        st = api.score(args.input, args.output, args.teacher, device=args.device, batch_size=args.batch_size,
+        from aftershock.train.teachers import score
+
+        st = score(args.input, args.output, args.teacher, device=args.device, batch_size=args.batch_size,
                        dtype=args.dtype, scale=args.scale, max_queries=args.max_queries, threads=args.threads,
                        copy_corpus=not args.no_corpus, corpus=args.corpus)
         print(f"scored {st['queries']['train']} train + {st['queries']['dev']} dev queries, {st['docs']} docs in "
