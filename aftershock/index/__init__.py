@@ -16,7 +16,7 @@ from aftershock.index.formats import (
     write_parquet,
     write_vectors,
 )
-from aftershock.index.backends import backends, register_backend, resolve_backend, to_backend
+from aftershock.index.backends import register_backend, resolve_backend, to_backend
 from aftershock.index.config import Config, check
 from aftershock.index.result import SearchIndex, SearchResult
 from aftershock.index.store import FORMAT_VERSION, load_dir, read_meta, save_dir
@@ -51,6 +51,6 @@ __all__ = [
     "guess_format", "open_vector_writer", "open_text", "iter_jsonl_records", "read_jsonl_records",
     "write_jsonl_records", "Document", "doc_text", "record_id", "find_beir_file", "iter_beir", "iter_corpus",
     "read_corpus", "read_documents", "read_queries", "read_qrels", "read_trec_run", "write_trec_run",
-    "trec_lines", "check_trec_id", "SearchIndex", "backends", "register_backend", "resolve_backend", "to_backend",
+    "trec_lines", "check_trec_id", "SearchIndex", "register_backend", "resolve_backend", "to_backend",
     "Config", "check",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aftershock.cli import main
-from aftershock.index import SparseBatch, Vocabulary, write_ids, write_vectors
+from aftershock.index import SearchResult, SparseBatch, Vocabulary, write_ids, write_vectors
 
 DIM = 400
 SUMMARY = re.compile(r"^searched (\d+) queries in [0-9.]+ s: [0-9.]+ us/query \(k=(\d+), (.*)threads=\d+\)$", re.M)
@@ -113,9 +113,21 @@ def test_build_and_search_bin(data, tmp_path, capsys):
             best_doc, best_score = hits[0][0], hits[0][2]
             true = dict((d, s) for d, s in _exact_top(data.docs, data.queries[qi:qi + 1], 300)[0])
             assert best_score == pytest.approx(true[best_doc], rel=1e-2)
-        # recall against exact is high on this tiny set
-    got = sum(len({h[0] for h in run.get(q, [])} & {d for d, _ in e}) for q, e in zip(data.queries.ids, exact))
-    assert got >= 0.8 * sum(len(e) for e in exact)
+    # recall against exact (the project's one definition) is high on this tiny set
+    from aftershock.eval.metrics import recall_at_k
+
+    row = {str(d): i for i, d in enumerate(data.docs.ids)}
+    deep = _exact_top(data.docs, data.queries, 10)  # 2k deep, so ties with the 5th are seen
+    ex_ids = np.full((len(deep), 10), -1, np.int64)
+    ex_sc = np.full((len(deep), 10), -np.inf, np.float32)
+    for qi, e in enumerate(deep):
+        ex_ids[qi, :len(e)] = [row[d] for d, _ in e]
+        ex_sc[qi, :len(e)] = [sc for _, sc in e]
+    got = np.full((len(deep), 5), -1, np.int64)
+    for qi, qid in enumerate(data.queries.ids):
+        hits = [row[h[0]] for h in run.get(qid, [])]
+        got[qi, :len(hits)] = hits
+    assert recall_at_k(SearchResult(ex_sc, ex_ids), got, k=5) >= 0.8
 
 
 def test_exact_build_search_matches_numpy(data, tmp_path, capsys):
@@ -278,7 +290,7 @@ def test_demo_runs(capsys):
     rows = [line for line in out.splitlines() if re.match(r"^(exact|seismic|\s+[01]\.\d)\s", line)]
     assert len(rows) >= 3
     recalls = [float(r.split()[-2 if "nDCG@10" in out else -1]) for r in rows]
-    assert all(0.5 <= r <= 1.0 for r in recalls)
+    assert all(0.97 <= r <= 1.0 for r in recalls)  # measured 0.998-1.000 on the bundled Cranfield vectors
     try:
         import ir_measures  # noqa: F401
 

@@ -88,7 +88,9 @@ def test_scores_are_exact_dot_products_float16(helpers, corpus):
 
 def test_approximate_recall_is_reasonable(helpers, corpus, truth, approx_index):
     res = approx_index.search(corpus[1], K, **APPROX_SEARCH)
-    assert helpers.recall_at_k(truth.ids, res.ids) >= 0.5
+    # measured 0.956 (tie-aware recall@10 of aftershock.eval.metrics); a regression in blocking, summaries or the
+    # best-first visit shows up as a drop below 0.93
+    assert helpers.recall_at_k(truth, res.ids) >= 0.93
 
 
 # ---------------------------------------------------------------------------------------------- (b) exactness
