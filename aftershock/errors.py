@@ -70,3 +70,24 @@ class InputTextError(AftershockError, ValueError):
 
 class ModelFormatError(AftershockError, ValueError):
     """A model directory is missing files or uses a layout/module Aftershock cannot load."""
+
+
+class DuplicateIdError(InvalidVectorError):
+    """Two documents of one build share an id (ids must be unique within an index)."""
+
+
+class InvalidIdError(InvalidVectorError, FormatError):
+    """An id is empty or holds whitespace or control characters (a TREC run could not hold it)."""
+
+
+class ResourceLimitError(AftershockError, ValueError):
+    """An input or request exceeds a resource limit (terms per document, k, dim, memory); the message names
+    the limit and how to raise it."""
+
+
+class IndexExistsError(AftershockError):
+    """Saving would replace something that is not an Aftershock index (or an input); pass overwrite=True."""
+
+
+class IndexBusyError(AftershockError):
+    """Another writer holds the lock of the index directory being saved."""
