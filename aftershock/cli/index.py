@@ -14,6 +14,7 @@ from aftershock.cli.common import (PROG, add_config_flags, check_trec_id, fmt_by
                                    positive_int, vocab_arg)
 from aftershock.errors import FormatError
 from aftershock.index import FORMATS, SparseBatch, read_vectors
+from aftershock.index.store import check_save_target
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
 
 BUILD_FIELDS = [f.name for f in fields(SeismicConfig)]
@@ -58,6 +59,7 @@ def cmd_build(args) -> int:
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)
     config = SeismicConfig().with_(**overrides)  # validates every value before the data is read
+    check_save_target(args.output, args.overwrite, protect=[args.input, args.ids, args.vocab])  # before the build
     docs = read_vectors(args.input, format=args.format, ids=args.ids, dim=args.dim, vocab=vocab, what="documents",
                         max_terms_per_doc=config.max_terms_per_doc)
     t0 = time.perf_counter()

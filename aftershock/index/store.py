@@ -50,8 +50,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no locking
     fcntl = None
 
-__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "META", "StoredIndex", "save_dir", "open_dir", "load_dir",
-           "read_meta", "parse_meta", "classify", "canonical"]
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "META", "StoredIndex", "save_dir", "check_save_target", "open_dir",
+           "load_dir", "read_meta", "parse_meta", "classify", "canonical"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -239,6 +239,21 @@ def _remove(p: Path) -> None:
             pass
 
 
+def check_save_target(path, overwrite: bool = False, protect=()) -> None:
+    """Raise the `IndexExistsError` `save_dir` would raise for ``path``, before any long work (a build)."""
+    path = Path(path)
+    _check_target(path, protect)
+    state = classify(path)
+    if state in ("dir", "file") and not overwrite:
+        _refuse(path, state)
+
+
+def _refuse(path: Path, state: str):
+    what = "a folder that is not an Aftershock index" if state == "dir" else "a file, not an index folder"
+    raise IndexExistsError(f"{path} is {what}; refusing to replace it. Choose a new path, or pass "
+                           "overwrite=True (CLI: --overwrite) to replace it")
+
+
 def save_dir(path, arrays: dict[str, np.ndarray], meta: dict, extra_files: dict[str, bytes] | None = None,
              overwrite: bool = False, protect=(), lock_timeout: float = 0.0) -> Path:
     """Write ``arrays`` (name -> array), ``extra_files`` (name -> bytes) and ``meta`` as a new generation of
@@ -256,9 +271,7 @@ def save_dir(path, arrays: dict[str, np.ndarray], meta: dict, extra_files: dict[
     aside, created = None, state == "missing"
     if state in ("dir", "file"):
         if not overwrite:
-            what = "a folder that is not an Aftershock index" if state == "dir" else "a file, not an index folder"
-            raise IndexExistsError(f"{path} is {what}; refusing to replace it. Choose a new path, or pass "
-                                   "overwrite=True (CLI: --overwrite) to replace it")
+            _refuse(path, state)
         aside = _move_aside(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

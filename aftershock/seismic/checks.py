@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aftershock.index.checks import I64, TERM, Checker
+from aftershock.index.checks import Checker
 from aftershock.index.limits import max_dim
 
 U8 = (np.dtype(np.uint8),)
@@ -43,8 +43,9 @@ def check_exact(arrays: dict, meta: dict, where) -> None:
 def check_seismic(arrays: dict, meta: dict, where) -> None:
     c = Checker(arrays, where)
     n, dim = check_meta(c, meta)
+    term = (np.dtype(np.uint16) if dim <= 65536 else np.dtype(np.uint32),)  # what the builder writes (term_dtype)
     # forward index
-    fwd_idx = c.array("fwd_idx", TERM)
+    fwd_idx = c.array("fwd_idx", term)
     nnz = fwd_idx.shape[0]
     c.ptr("fwd_ptr", n + 1, nnz)
     c.ids("fwd_idx", fwd_idx, dim)
@@ -57,11 +58,12 @@ def check_seismic(arrays: dict, meta: dict, where) -> None:
     c.weights("sum_min", sum_min)
     c.weights("sum_step", c.array("sum_step", F32, 1, nb))
     term_blk_ptr = c.ptr("term_blk_ptr", dim + 1, nb)
-    blk_docs = c.array("blk_docs", (np.dtype(np.uint32), np.dtype(np.int32)))
-    c.ptr("blk_doc_ptr", nb + 1, blk_docs.shape[0], (np.dtype(np.uint32), np.dtype(np.int64)))
+    blk_docs = c.array("blk_docs", (np.dtype(np.uint32),))
+    c.ptr("blk_doc_ptr", nb + 1, blk_docs.shape[0],
+          (np.dtype(np.uint32) if blk_docs.shape[0] < 2**32 else np.dtype(np.int64),))
     c.ids("blk_docs", blk_docs, n)
     # summaries, component-major per posting list
-    comp_ids = c.array("comp_ids", TERM)
+    comp_ids = c.array("comp_ids", term)
     n_comp = comp_ids.shape[0]
     comp_list_ptr = c.ptr("comp_list_ptr", dim + 1, n_comp)
     c.ids("comp_ids", comp_ids, dim)

@@ -261,7 +261,8 @@ def _consistent(index, queries, res) -> str | None:
         d = sp.csc_matrix((np.asarray(index.inv_vals, np.float64), np.asarray(index.inv_docs),
                            np.asarray(index.inv_ptr)), shape=(index.n_docs, index.dim))
         full = (q @ d.T).toarray()
-        touched = ((q != 0).astype(np.float64) @ (d != 0).astype(np.float64).T).toarray() > 0
+        pattern = sp.csc_matrix((np.ones(d.nnz), d.indices, d.indptr), shape=d.shape)  # stored zeros count
+        touched = ((q != 0).astype(np.float64) @ pattern.T).toarray() > 0
         for r in range(full.shape[0]):
             cand = np.sort(full[r][touched[r]])[::-1][:K]
             got = res.scores[r][res.ids[r] >= 0].astype(np.float64)
@@ -356,15 +357,19 @@ class Worker:
         env = dict(os.environ, PYTHONFAULTHANDLER="1")
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.err = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: warnings can never fill it and block
         self.p = subprocess.Popen([sys.executable, "-c", "from benchmarks.fault.fuzz import worker_main; worker_main()"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
                                   cwd=root, env=env)
         self.p.stdin.write(json.dumps({"bases": bases}) + "\n")
         self.p.stdin.flush()
         ready = self._read(startup_timeout)
         if not ready or not ready.get("ready"):
-            err = self.p.stderr.read() if self.p.poll() is not None else ""
-            raise RuntimeError(f"fuzz worker did not start: {err[-2000:]}")
+            raise RuntimeError(f"fuzz worker did not start: {self._stderr()[-2000:]}")
+
+    def _stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read()
 
     def _read(self, timeout: float):
         import selectors
@@ -387,7 +392,8 @@ class Worker:
         if self.p.poll() is None:
             self.kill()
             return {"verify": "hang", "noverify": "hang", "desc": "?", "seconds": timeout}
-        err = self.p.stderr.read()
+        self.p.wait()
+        err = self._stderr()
         return {"verify": "crash", "noverify": "crash", "desc": "?", "crash": f"exit {self.p.returncode}: "
                 f"{err[-600:]}", "seconds": time.monotonic() - t0}
 
