@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class AftershockError(Exception):
-    """Base class of every error Aftershock raises on purpose."""
+    """Base class of every error Aftershock raises on purpose. ``field`` / ``value`` (optional keywords) name
+    the parameter or input at fault, for callers that map errors to responses (the service) without parsing
+    the message."""
+
+    def __init__(self, *args, field: str | None = None, value=None):
+        super().__init__(*args)
+        self.field, self.value = field, value
 
 
 class InvalidVectorError(AftershockError, ValueError):

@@ -90,7 +90,8 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
     cap = max_memory()
     if nbytes > cap:
         raise ResourceLimitError(f"{what} needs about {fmt(nbytes)}, above the memory limit of {fmt(cap)}; {fix} "
-                                 "(or raise the limit with AFTERSHOCK_MAX_MEMORY=<bytes>)")
+                                 "(or raise the limit with AFTERSHOCK_MAX_MEMORY=<bytes>)", field="memory",
+                                 value=int(nbytes))
 
 
 def check_k(k, nq: int, n_docs: int) -> int:
@@ -99,7 +100,8 @@ def check_k(k, nq: int, n_docs: int) -> int:
     limit = max_k()
     if k > limit:
         raise ResourceLimitError(f"k={int(k)} is above the limit of {limit} results per query (the index has "
-                                 f"{n_docs} documents); ask for fewer or raise it with AFTERSHOCK_MAX_K")
+                                 f"{n_docs} documents); ask for fewer or raise it with AFTERSHOCK_MAX_K",
+                                 field="k", value=int(k))
     check_memory(12.0 * nq * int(k), f"{nq} queries x k={int(k)} results", "search in smaller batches or lower k")
     return int(k)
 
@@ -107,11 +109,11 @@ def check_k(k, nq: int, n_docs: int) -> int:
 def check_dim(dim, what: str = "vectors") -> int:
     limit = max_dim()
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) or dim < 0:
-        raise ResourceLimitError(f"{what}: dim={dim!r} must be an integer >= 0")
+        raise ResourceLimitError(f"{what}: dim={dim!r} must be an integer >= 0", field="dim", value=dim)
     if dim > limit:
         raise ResourceLimitError(f"{what}: dim={int(dim)} is above the limit of {limit} term ids; a real "
                                  "vocabulary is far smaller (check dim= or the term ids), or raise it with "
-                                 "AFTERSHOCK_MAX_DIM")
+                                 "AFTERSHOCK_MAX_DIM", field="dim", value=int(dim))
     return int(dim)
 
 
@@ -128,7 +130,7 @@ def check_terms_per_doc(indptr: np.ndarray, ids, limit: int | None = None, what:
         raise ResourceLimitError(
             f"{name} {str(rid)!r} (row {r}) has {int(lengths[r])} terms, above the limit of {limit} terms per "
             "document (real learned sparse vectors have a few hundred); raise it with --max-terms-per-doc / "
-            "max_terms_per_doc= (or AFTERSHOCK_MAX_TERMS_PER_DOC)")
+            "max_terms_per_doc= (or AFTERSHOCK_MAX_TERMS_PER_DOC)", field="max_terms_per_doc", value=int(lengths[r]))
 
 
 def check_build_input(docs, max_terms: int | None = None, what: str = "documents") -> None:

@@ -154,7 +154,7 @@ def _looks_like_meta(mfile: Path) -> bool:
 
 def _ours(name: str) -> bool:
     """A directory entry this layout writes (so a folder of only these is an unfinished index)."""
-    return name in (LOCK, META) or name.startswith(_META_TMP) or bool(_GEN_FILE.match(name))
+    return name == LOCK or name.startswith(_META_TMP) or bool(_GEN_FILE.match(name))
 
 
 def classify(path) -> str:
@@ -163,7 +163,7 @@ def classify(path) -> str:
     path = Path(path)
     if not os.path.lexists(path):
         return "missing"
-    if path.is_symlink() or not path.is_dir():
+    if not path.is_dir():  # a symlink to a folder is judged by the folder (overwrite replaces only the link)
         return "file"
     if (path / META).is_file() and _looks_like_meta(path / META):
         return "index"
@@ -211,12 +211,14 @@ def _clean_stale(path: Path, keep_gen: int | None) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _remove_generation(path: Path, meta: dict | None, keep: set) -> None:
-    """Remove the files ``meta`` lists (plain names only) that are not in ``keep``."""
+def _remove_generation(path: Path, meta: dict | None, keep: set, verified: bool) -> None:
+    """Remove the files ``meta`` lists that are not in ``keep``: any plain name when ``meta`` was a verified
+    manifest (format 2 or 3), only names of this layout's generations otherwise (a damaged meta.json)."""
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
         return
     for name in meta["files"]:
-        if isinstance(name, str) and _PLAIN.match(name) and name not in keep and name != META and name != LOCK:
+        ok = isinstance(name, str) and _PLAIN.match(name) and (verified or _GEN_FILE.match(name))
+        if ok and name not in keep and name != META and name != LOCK:
             try:
                 os.unlink(path / name)
             except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -301,7 +303,7 @@ def _publish(path: Path, arrays: dict, meta: dict, extra_files: dict) -> None:
     state = classify(path)
     if state not in ("index", "ours"):  # changed since the first look (another process)
         raise IndexExistsError(f"{path} changed while saving (now {state}); save again")
-    old = _read_meta_quiet(path)
+    old, verified = _read_meta_quiet(path)
     old_gen = old.get("generation") if isinstance(old, dict) and _is_int(old.get("generation"), 1) else None
     _clean_stale(path, old_gen)
     gens = [int(m.group(1)) for m in map(_GEN_FILE.match, os.listdir(path)) if m]
@@ -343,14 +345,15 @@ def _publish(path: Path, arrays: dict, meta: dict, extra_files: dict) -> None:
                 pass
         raise
     _fsync_dir(path)
-    _remove_generation(path, old, keep=set(files))
+    _remove_generation(path, old, keep=set(files), verified=verified)
 
 
-def _read_meta_quiet(path: Path) -> dict | None:
+def _read_meta_quiet(path: Path) -> tuple[dict | None, bool]:
+    """The current meta.json and whether it verified (a damaged one still names its generation's files)."""
     try:
-        return read_meta(path)
+        return read_meta(path), True
     except (IndexFormatError, OSError):
-        try:  # a damaged meta.json still says which files it listed (for cleanup)
-            return json.loads((path / META).read_text(encoding="utf-8", errors="replace"))
+        try:
+            return json.loads((path / META).read_text(encoding="utf-8", errors="replace")), False
         except (OSError, ValueError, RecursionError):
-            return None
+            return None, False

@@ -341,6 +341,7 @@ def worker_main() -> None:
     for kind, p in bases.items():
         res = _search(load_index(p), queries)
         ref[kind] = (res.scores, res.ids)
+        _search(load_index(p, mmap=False), queries)  # compile (or load from cache) the writable-array variant too
     work = Path(tempfile.mkdtemp(prefix="fuzz-worker-"))
     print(json.dumps({"ready": True}), flush=True)
     try:
