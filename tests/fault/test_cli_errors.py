@@ -109,7 +109,8 @@ def test_permission_denied(capsys, tmp_path, docs, monkeypatch):
 def test_bad_input_files(capsys, tmp_path, content, name, fragment):
     f = tmp_path / name
     f.write_bytes(content)
-    assert_error(*build(capsys, f, tmp_path / "idx", "--dim", "10"), fragment)
+    dim = [] if "jsonl" in name else ["--dim", "10"]
+    assert_error(*build(capsys, f, tmp_path / "idx", *dim), fragment)
     assert not (tmp_path / "idx").exists()
 
 
@@ -130,7 +131,7 @@ def test_bad_vocab(capsys, tmp_path, docs):
 def test_terms_per_document_limit_and_flag(capsys, tmp_path):
     b = SparseBatch.from_rows([(np.arange(5000), np.ones(5000))], ids=["huge"], dim=6000)
     write_vectors(b, tmp_path / "big.npz")
-    assert_error(*build(capsys, tmp_path / "big.npz", tmp_path / "idx"), "'huge'", "5000", "4096",
+    assert_error(*build(capsys, tmp_path / "big.npz", tmp_path / "idx"), "(row 0)", "5000", "4096",
                  "--max-terms-per-doc")
     rc, err = build(capsys, tmp_path / "big.npz", tmp_path / "idx", "--max-terms-per-doc", "8000")
     assert rc == 0, err
