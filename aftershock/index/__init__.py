@@ -19,7 +19,7 @@ from aftershock.index.formats import (
 from aftershock.index.backends import register_backend, resolve_backend, to_backend
 from aftershock.index.config import Config, check
 from aftershock.index.result import SearchIndex, SearchResult
-from aftershock.index.limits import check_build_input
+from aftershock.index.checks import check_build_input
 from aftershock.index.store import FORMAT_VERSION, classify, load_dir, open_dir, read_meta, save_dir
 from aftershock.index.text import (
     Document,

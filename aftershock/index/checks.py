@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from aftershock.errors import IndexCorruptError
+from aftershock.errors import ConfigError, IndexCorruptError
+from aftershock.index.batch import SparseBatch
+from aftershock.index.limits import check_dim, check_terms_per_doc
+from aftershock.index.text import check_ids
 
 I64 = (np.dtype(np.int64),)
 TERM = (np.dtype(np.uint16), np.dtype(np.uint32))
@@ -72,3 +75,14 @@ class Checker:
             self.fail(f"array 'doc_ids' must hold {n_docs} strings, got "
                       f"{None if a is None else (str(a.dtype), a.shape)}")
         return a
+
+
+def check_build_input(docs, max_terms: int | None = None, what: str = "documents") -> None:
+    """What every index build checks first: a `SparseBatch` within the dim limit, no document above the
+    terms-per-document limit, ids unique and printable (no whitespace or control characters)."""
+    if not isinstance(docs, SparseBatch):
+        raise ConfigError(f"documents must be a SparseBatch, got {type(docs).__name__}; build one with "
+                          "SparseBatch.from_rows/from_dicts/from_scipy or read_vectors")
+    check_dim(docs.dim, what)
+    check_terms_per_doc(docs.indptr, docs.ids, max_terms, what)
+    check_ids(docs.ids, what[:-1] if what.endswith("s") else what)

@@ -132,17 +132,3 @@ def check_terms_per_doc(indptr: np.ndarray, ids, limit: int | None = None, what:
             "document (real learned sparse vectors have a few hundred); raise it with --max-terms-per-doc / "
             "max_terms_per_doc= (or AFTERSHOCK_MAX_TERMS_PER_DOC)", field="max_terms_per_doc", value=int(lengths[r]))
 
-
-def check_build_input(docs, max_terms: int | None = None, what: str = "documents") -> None:
-    """What every index build checks first: a `SparseBatch` within the dim limit, no document above the
-    terms-per-document limit, ids unique and printable (no whitespace or control characters)."""
-    from aftershock.errors import ConfigError
-    from aftershock.index.batch import SparseBatch
-    from aftershock.index.text import check_ids
-
-    if not isinstance(docs, SparseBatch):
-        raise ConfigError(f"documents must be a SparseBatch, got {type(docs).__name__}; build one with "
-                          "SparseBatch.from_rows/from_dicts/from_scipy or read_vectors")
-    check_dim(docs.dim, what)
-    check_terms_per_doc(docs.indptr, docs.ids, max_terms, what)
-    check_ids(docs.ids, what[:-1] if what.endswith("s") else what)

@@ -17,7 +17,8 @@ import numpy as np
 from aftershock.errors import ConfigError, FormatError, IndexCorruptError, IndexFormatError, TermIdOutOfRangeError
 from aftershock.index import SearchResult, SparseBatch, Vocabulary, save_dir
 from aftershock.index.backends import resolve_backend, to_backend
-from aftershock.index.limits import check_build_input, check_k, check_memory
+from aftershock.index.checks import check_build_input
+from aftershock.index.limits import check_k, check_memory
 from aftershock.index.store import open_dir
 from aftershock.seismic import kernels as K
 from aftershock.seismic.build import build_seismic
