@@ -161,7 +161,8 @@ def _map_file(f: Path, info: dict, verify: bool, use_mmap: bool):
             raise IndexCorruptError(f"{f} has {st.st_size} bytes but {META} records {info['bytes']}; the file is "
                                     "truncated or replaced: rebuild the index")
         if use_mmap and st.st_size > 0:
-            buf = _mmap.mmap(fd, 0, access=_mmap.ACCESS_READ)
+            # MAP_POPULATE: the pages are mapped up front (hashing and the structural checks read them all)
+            buf = _mmap.mmap(fd, 0, flags=_mmap.MAP_SHARED | getattr(_mmap, "MAP_POPULATE", 0), prot=_mmap.PROT_READ)
         else:
             buf = bytearray(st.st_size)
             view, got = memoryview(buf), 0

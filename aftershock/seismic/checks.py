@@ -6,7 +6,9 @@ every summary entry inside its posting list's blocks. All numpy, O(size of the a
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import prange
 
 from aftershock.index.checks import Checker
 from aftershock.index.limits import max_dim
@@ -15,6 +17,66 @@ U8 = (np.dtype(np.uint8),)
 F32 = (np.dtype(np.float32),)
 VALS = (np.dtype(np.uint16), np.dtype(np.float32))
 INT32_MAX = 2**31 - 1
+
+
+_LAYOUT_ERRORS = {
+    1: "more overflow markers (255) in comp_cnt than ovf_list_ptr gives the list",
+    2: "its entry counts run past ent_list_ptr",
+    3: "a summary entry lies past the list's last block",
+    4: "ovf_list_ptr gives the list overflow counts its comp_cnt does not use",
+    5: "ent_list_ptr gives the list entries its counts do not use",
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def _layout_lists(t0, t1, term_blk_ptr, comp_list_ptr, comp_cnt, ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta):
+    """Lists t0..t1-1 of `_summary_layout`: (-1, 0) or (first bad list, error code)."""
+    for t in range(t0, t1):
+        nbl = term_blk_ptr[t + 1] - term_blk_ptr[t]
+        ov, ov_end = ovf_list_ptr[t], ovf_list_ptr[t + 1]
+        s, s_end = ent_list_ptr[t], ent_list_ptr[t + 1]
+        for g in range(comp_list_ptr[t], comp_list_ptr[t + 1]):
+            cnt = np.int64(comp_cnt[g])
+            if cnt == 255:
+                if ov >= ov_end:
+                    return t, 1
+                cnt = np.int64(ovf_cnt[ov])
+                ov += 1
+            if cnt > s_end - s:
+                return t, 2
+            span = np.int64(0)
+            for x in range(s, s + cnt):
+                d = np.int64(ent_delta[x])
+                span += d + 255 * (d == 0)
+            if span > nbl:
+                return t, 3
+            s += cnt
+        if ov != ov_end:
+            return t, 4
+        if s != s_end:
+            return t, 5
+    return -1, 0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _summary_layout(term_blk_ptr, comp_list_ptr, comp_cnt, ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta):
+    """One pass over the component-major summaries (pointers already checked monotone and in range), in
+    parallel over runs of lists: every list's overflow counts and entries match its pointers exactly, and
+    every component's block steps stay inside the list's blocks. Returns (-1, 0) or (first bad list, error
+    code of `_LAYOUT_ERRORS`)."""
+    n = comp_list_ptr.shape[0] - 1
+    n_runs = 64
+    bad_t = np.full(n_runs, -1, np.int64)
+    bad_c = np.zeros(n_runs, np.int64)
+    for r in prange(n_runs):
+        t0 = n * r // n_runs
+        t1 = n * (r + 1) // n_runs
+        bad_t[r], bad_c[r] = _layout_lists(t0, t1, term_blk_ptr, comp_list_ptr, comp_cnt, ovf_list_ptr, ovf_cnt,
+                                           ent_list_ptr, ent_delta)
+    for r in range(n_runs):
+        if bad_t[r] >= 0:
+            return bad_t[r], bad_c[r]
+    return -1, 0
 
 
 def check_meta(c: Checker, meta: dict) -> tuple[int, int]:
@@ -70,30 +132,12 @@ def check_seismic(arrays: dict, meta: dict, where) -> None:
     comp_cnt = c.array("comp_cnt", U8, 1, n_comp)
     ovf_cnt = c.array("ovf_cnt", (np.dtype(np.uint32),))
     ovf_list_ptr = c.ptr("ovf_list_ptr", dim + 1, ovf_cnt.shape[0])
-    big = comp_cnt == 255
-    c255 = np.zeros(n_comp + 1, np.int64)
-    np.cumsum(big, out=c255[1:])
-    if not np.array_equal(c255[comp_list_ptr], ovf_list_ptr):
-        c.fail("ovf_list_ptr does not match the overflow markers (255) of comp_cnt")
     ent_delta = c.array("ent_delta", U8)
-    n_ent = ent_delta.shape[0]
-    ent_list_ptr = c.ptr("ent_list_ptr", dim + 1, n_ent)
-    c.array("ent_code", U8, 1, n_ent)
-    cnt = comp_cnt.astype(np.int64)
-    cnt[big] = ovf_cnt  # as many markers as overflow counts (checked above: c255[-1] == len(ovf_cnt))
-    cc = np.zeros(n_comp + 1, np.int64)
-    np.cumsum(cnt, out=cc[1:])
-    if not np.array_equal(cc[comp_list_ptr], ent_list_ptr):
-        c.fail("ent_list_ptr does not match the entry counts of comp_cnt/ovf_cnt")
-    # every component's entries stay inside its list's blocks: sum of block steps <= blocks in the list
-    steps = np.where(ent_delta == 0, 255, ent_delta).astype(np.int64)
-    cs = np.zeros(n_ent + 1, np.int64)
-    np.cumsum(steps, out=cs[1:])
-    span = cs[cc[1:]] - cs[cc[:-1]]
-    nbl = np.repeat(np.diff(term_blk_ptr), np.diff(comp_list_ptr))
-    if bool((span > nbl).any()):
-        g = int(np.flatnonzero(span > nbl)[0])
-        c.fail(f"summary component {g} reaches block {int(span[g]) - 1} of a posting list of {int(nbl[g])} blocks")
+    ent_list_ptr = c.ptr("ent_list_ptr", dim + 1, ent_delta.shape[0])
+    c.array("ent_code", U8, 1, ent_delta.shape[0])
+    t, what = _summary_layout(term_blk_ptr, comp_list_ptr, comp_cnt, ovf_list_ptr, ovf_cnt, ent_list_ptr, ent_delta)
+    if t >= 0:
+        c.fail(f"the summaries of posting list {t}: " + _LAYOUT_ERRORS[what])
     # the kNN graph
     knn = c.array("knn", (np.dtype(np.int32),), 2, n)
     if knn.size:
