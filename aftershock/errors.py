@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class AftershockError(Exception):
-    """Base class of every error Aftershock raises on purpose."""
+    """Base class of every error Aftershock raises on purpose. ``field`` / ``value`` (optional keywords) name
+    the parameter or input at fault, for callers that map errors to responses (the service) without parsing
+    the message."""
+
+    def __init__(self, *args, field: str | None = None, value=None):
+        super().__init__(*args)
+        self.field, self.value = field, value
 
 
 class InvalidVectorError(AftershockError, ValueError):
@@ -70,3 +76,24 @@ class InputTextError(AftershockError, ValueError):
 
 class ModelFormatError(AftershockError, ValueError):
     """A model directory is missing files or uses a layout/module Aftershock cannot load."""
+
+
+class DuplicateIdError(InvalidVectorError):
+    """Two documents of one build share an id (ids must be unique within an index)."""
+
+
+class InvalidIdError(InvalidVectorError, FormatError):
+    """An id is empty or holds whitespace or control characters (a TREC run could not hold it)."""
+
+
+class ResourceLimitError(AftershockError, ValueError):
+    """An input or request exceeds a resource limit (terms per document, k, dim, memory); the message names
+    the limit and how to raise it."""
+
+
+class IndexExistsError(AftershockError):
+    """Saving would replace something that is not an Aftershock index (or an input); pass overwrite=True."""
+
+
+class IndexBusyError(AftershockError):
+    """Another writer holds the lock of the index directory being saved."""

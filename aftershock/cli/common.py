@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import gzip
+import os
 import sys
+import zlib
 from pathlib import Path
 
 from aftershock.errors import AftershockError, FormatError
@@ -118,16 +122,41 @@ def guarded(call) -> int:
         return exit_code(e.code)
     except AftershockError as e:
         return error(str(e))
-    except USER_OS_ERRORS as e:
-        return error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as e:  # missing/unreadable files, a full disk, a bad gzip stream, ...
+        return error(os_error_message(e))
+    except (UnicodeError, EOFError, zlib.error) as e:
+        return error(f"a file could not be decoded ({type(e).__name__}: {e}); check that it is UTF-8 text or a "
+                     "valid gzip file")
+    except MemoryError:
+        return error("out of memory; lower the batch size, k or --threads, or use a machine with more memory")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # stdout closed early (e.g. `aftershock demo | head`): stop quietly
-        try:
-            import os
 
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        return 141
+
+def _broken_pipe() -> int:
+    """stdout closed early (e.g. `aftershock demo | head`): stop quietly with 141."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError, with the fix where there is an obvious one."""
+    where = f"{e.filename}: " if e.filename else ""
+    text = e.strerror or str(e) or type(e).__name__
+    if isinstance(e, gzip.BadGzipFile):
+        return f"{text or e}: the file is not valid gzip; re-create it or drop the .gz suffix"
+    if e.errno == errno.ENOSPC:
+        return f"{where}no space left on device; free space or write to another disk (nothing was replaced)"
+    if e.errno == errno.EDQUOT:
+        return f"{where}disk quota exceeded; free space or write elsewhere"
+    if isinstance(e, PermissionError):
+        return f"{where}permission denied; check the file's permissions or choose another path"
+    if e.errno == errno.EROFS:
+        return f"{where}read-only file system; write to another path"
+    return f"{where}{text}"

@@ -14,6 +14,7 @@ from aftershock.cli.common import (PROG, add_config_flags, check_trec_id, fmt_by
                                    positive_int, vocab_arg)
 from aftershock.errors import FormatError
 from aftershock.index import FORMATS, SparseBatch, read_vectors
+from aftershock.index.store import check_save_target
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
 
 BUILD_FIELDS = [f.name for f in fields(SeismicConfig)]
@@ -28,7 +29,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--ids", help="one document id per line, in row order (for formats without ids)")
     b.add_argument("--dim", type=positive_int, help="vocabulary size (default: from the vocabulary or the data)")
     b.add_argument("--vocab", help="tokenizer.json or vocab.txt: maps JSONL tokens to term ids, stored in the index")
-    b.add_argument("--output", required=True, help="index directory to write (replaced atomically)")
+    b.add_argument("--output", required=True, help="index directory to write (an existing index there is replaced "
+                   "atomically; anything else needs --overwrite)")
+    b.add_argument("--overwrite", action="store_true", help="replace --output even if it is not an Aftershock index")
     b.add_argument("--exact", action="store_true", help="build an exact (exhaustive) index instead of Seismic")
     g = b.add_argument_group("Seismic build parameters (defaults: SeismicConfig)")
     add_config_flags(g, SeismicConfig)
@@ -56,18 +59,21 @@ def cmd_build(args) -> int:
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)
     config = SeismicConfig().with_(**overrides)  # validates every value before the data is read
-    docs = read_vectors(args.input, format=args.format, ids=args.ids, dim=args.dim, vocab=vocab, what="documents")
+    check_save_target(args.output, args.overwrite, protect=[args.input, args.ids, args.vocab])  # before the build
+    docs = read_vectors(args.input, format=args.format, ids=args.ids, dim=args.dim, vocab=vocab, what="documents",
+                        max_terms_per_doc=config.max_terms_per_doc)
     t0 = time.perf_counter()
     if args.exact:
-        if overrides:
-            print(f"{PROG}: note: --exact ignores the Seismic parameters {sorted(overrides)}", file=sys.stderr)
-        index = ExactIndex.build(docs)
+        if set(overrides) - {"max_terms_per_doc"}:
+            print(f"{PROG}: note: --exact ignores the Seismic parameters "
+                  f"{sorted(set(overrides) - {'max_terms_per_doc'})}", file=sys.stderr)
+        index = ExactIndex.build(docs, max_terms_per_doc=config.max_terms_per_doc)
         blocks = "exact"
     else:
         index = SeismicIndex.build(docs, config, threads=args.threads, progress=True)
         blocks = f"{index.n_blocks} blocks"
     build_s = time.perf_counter() - t0
-    index.save(args.output)
+    index.save(args.output, overwrite=args.overwrite, protect=[args.input, args.ids, args.vocab])
     print(f"built {index.kind} index: {len(docs)} docs, nnz {docs.nnz} ({docs.nnz / max(len(docs), 1):.1f}/doc), "
           f"{blocks}, {build_s:.2f} s, {fmt_bytes(index.nbytes())} -> {args.output}")
     return 0

@@ -19,9 +19,11 @@ from aftershock.index.formats import (
 from aftershock.index.backends import register_backend, resolve_backend, to_backend
 from aftershock.index.config import Config, check
 from aftershock.index.result import SearchIndex, SearchResult
-from aftershock.index.store import FORMAT_VERSION, load_dir, read_meta, save_dir
+from aftershock.index.checks import check_build_input
+from aftershock.index.store import FORMAT_VERSION, classify, load_dir, open_dir, read_meta, save_dir
 from aftershock.index.text import (
     Document,
+    check_ids,
     check_trec_id,
     doc_text,
     find_beir_file,
@@ -52,5 +54,5 @@ __all__ = [
     "write_jsonl_records", "Document", "doc_text", "record_id", "find_beir_file", "iter_beir", "iter_corpus",
     "read_corpus", "read_documents", "read_queries", "read_qrels", "read_trec_run", "write_trec_run",
     "trec_lines", "check_trec_id", "SearchIndex", "register_backend", "resolve_backend", "to_backend",
-    "Config", "check",
+    "Config", "check", "open_dir", "classify", "check_build_input", "check_ids",
 ]

@@ -19,6 +19,7 @@ from aftershock.errors import (
     TermIdOutOfRangeError,
     UnknownTokenError,
 )
+from aftershock.index.limits import check_dim
 
 
 class Vocabulary:
@@ -56,14 +57,29 @@ class Vocabulary:
                 if (path / name).exists():
                     return cls.from_file(path / name)
             raise FormatError(f"{path} has no tokenizer.json or vocab.txt; pass the vocabulary file itself")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"vocabulary {path} is not UTF-8 text ({e.reason} at byte {e.start}); pass a "
+                              "tokenizer.json, a vocab.txt or a JSON list of tokens") from None
         if path.suffix == ".txt":
-            return cls(path.read_text(encoding="utf-8").splitlines())
-        data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(text.splitlines())
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise FormatError(f"vocabulary {path} is not valid JSON ({e}); pass a tokenizer.json, a vocab.txt "
+                              "or a JSON list of tokens") from None
         if isinstance(data, list):
+            if not all(isinstance(t, str) for t in data):
+                raise FormatError(f"vocabulary {path}: a JSON list of tokens must hold only strings")
             return cls(data)
-        vocab = data.get("model", {}).get("vocab") if isinstance(data, dict) else None
+        model = data.get("model") if isinstance(data, dict) else None
+        vocab = model.get("vocab") if isinstance(model, dict) else None
         if not isinstance(vocab, dict):
             raise FormatError(f"{path}: expected a JSON list of tokens or a tokenizer.json with model.vocab")
+        ids = list(vocab.values())
+        if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(ids))):
+            raise FormatError(f"{path}: model.vocab must map each token to a distinct integer id 0..{len(ids) - 1}")
         tokens = [""] * len(vocab)
         for tok, i in vocab.items():
             tokens[i] = tok
@@ -110,6 +126,22 @@ def _as_ids(ids, n: int, what: str) -> np.ndarray:
             f"{what}: {out.shape[0]} ids for {n} vectors; pass exactly one id per vector (or none for row numbers)"
         )
     return out
+
+
+def _is_number(w) -> bool:
+    return isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, (bool, np.bool_))
+
+
+def _term_key(t, what: str, rid) -> int:
+    """A ``{term_id: weight}`` key: an int (not a bool) or a string of decimal digits; never truncated."""
+    if isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)):
+        return int(t)
+    if isinstance(t, str) and t.isascii() and t.isdigit():
+        return int(t)
+    if isinstance(t, str):
+        raise UnknownTokenError(f"{what} {rid!r} has token keys like {t!r} but no vocabulary; pass vocab=")
+    raise TermIdOutOfRangeError(f"{what} {rid!r} has term id {t!r} of type {type(t).__name__}; term ids must be "
+                                "integers (floats and booleans are not truncated)")
 
 
 @dataclass(eq=False)
@@ -160,13 +192,18 @@ class SparseBatch:
         n = indptr.shape[0] - 1
         ids = _as_ids(ids, n, what)
         if indices.size and not np.issubdtype(indices.dtype, np.integer):
-            raise TermIdOutOfRangeError(f"{what}: term ids must be integers, got dtype {indices.dtype}")
+            raise TermIdOutOfRangeError(f"{what}: term ids must be integers, got dtype {indices.dtype} (floats and "
+                                        "booleans are not truncated)")
+        if values.size and values.dtype.kind not in "fiu":
+            raise FormatError(f"{what}: weights must be real numbers, got dtype {values.dtype}")
+        if indptr.dtype.kind not in "iu":
+            raise RaggedArrayError(f"{what}: indptr must hold integers, got dtype {indptr.dtype}")
         indptr = np.array(indptr, dtype=np.int64, copy=copy or None)
         values = np.array(values, dtype=np.float32, copy=copy or None)
         indices64 = indices.astype(np.int64, copy=False)
         if dim is None:
             dim = len(vocab) if vocab is not None else (int(indices64.max()) + 1 if indices.size else 0)
-        dim = int(dim)
+        dim = check_dim(dim, what)
         if vocab is not None and len(vocab) != dim:
             raise RaggedArrayError(f"{what}: dim={dim} but the vocabulary has {len(vocab)} tokens; they must agree")
 
@@ -208,7 +245,57 @@ class SparseBatch:
             raise DuplicateTermError(
                 f"{row_of(int(a))} has term id {term} twice; each term may appear once per vector: sum or max the weights"
             )
-        return cls(indptr, indices, values, ids, dim, vocab)
+        return cls._trusted(indptr, indices, values, ids, dim, vocab)
+
+    @classmethod
+    def _trusted(cls, indptr, indices, values, ids, dim, vocab=None) -> "SparseBatch":
+        """A batch from arrays already validated (or derived from valid batches): no second check."""
+        self = cls.__new__(cls)
+        self.indptr, self.indices, self.values, self.ids, self.dim, self.vocab = (
+            indptr, indices, values, ids, dim, vocab)
+        return self
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self, what: str = "vectors") -> "SparseBatch":
+        """The structural checks of a batch built directly (``SparseBatch(indptr, ...)``) or changed after
+        construction, O(nnz) in numpy: dtypes (converted where lossless), indptr from 0 to nnz never
+        decreasing, term ids in [0, dim), finite non-negative weights, one id per row, dim within its limit."""
+        arrs = []
+        for name, a, kinds in (("indptr", self.indptr, "iu"), ("indices", self.indices, "iu"),
+                               ("values", self.values, "fiu")):
+            a = np.asarray(a)
+            if a.ndim != 1 or (a.size and a.dtype.kind not in kinds):
+                raise RaggedArrayError(f"{what}: {name} must be a 1-D array of "
+                                       f"{'integers' if kinds == 'iu' else 'real numbers'}, got {a.dtype} {a.shape}")
+            arrs.append(a)
+        indptr, indices, values = arrs
+        self.dim = check_dim(self.dim, what)
+        if indptr.shape[0] < 1 or indices.shape[0] != values.shape[0]:
+            raise RaggedArrayError(f"{what}: indptr needs n+1 >= 1 entries and indices/values equal lengths "
+                                   f"(got {indptr.shape[0]}, {indices.shape[0]}, {values.shape[0]})")
+        if int(indptr[0]) != 0 or int(indptr[-1]) != indices.shape[0] or np.any(indptr[1:] < indptr[:-1]):
+            raise RaggedArrayError(f"{what}: indptr must start at 0, never decrease and end at "
+                                   f"len(indices)={indices.shape[0]}")
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= self.dim):
+            raise TermIdOutOfRangeError(f"{what}: term ids must lie in [0, dim={self.dim}); got "
+                                        f"[{int(indices.min())}, {int(indices.max())}]")
+        if values.size and not np.isfinite(values).all():
+            raise NonFiniteValueError(f"{what}: weights must be finite: drop or clip NaN/inf")
+        if values.size and (values < 0).any():
+            raise NegativeWeightError(f"{what}: weights must be >= 0: apply relu/clip")
+        ids = self.ids if isinstance(self.ids, np.ndarray) and self.ids.dtype == object else _as_ids(
+            self.ids, indptr.shape[0] - 1, what)
+        if ids.ndim != 1 or ids.shape[0] != indptr.shape[0] - 1:
+            raise RaggedArrayError(f"{what}: {ids.shape[0]} ids for {indptr.shape[0] - 1} vectors")
+        if self.vocab is not None and len(self.vocab) != self.dim:
+            raise RaggedArrayError(f"{what}: dim={self.dim} but the vocabulary has {len(self.vocab)} tokens")
+        self.indptr = indptr.astype(np.int64, copy=False)
+        self.indices = indices.astype(np.int32, copy=False)
+        self.values = values.astype(np.float32, copy=False)
+        self.ids = ids
+        return self
 
     @classmethod
     def from_scipy(cls, matrix, ids=None, vocab: Vocabulary | None = None, what: str = "vectors") -> "SparseBatch":
@@ -226,7 +313,13 @@ class SparseBatch:
         for r, pair in enumerate(rows):
             if len(pair) != 2:
                 raise RaggedArrayError(f"{what}: row {r} is not an (indices, values) pair")
-            i, v = np.asarray(pair[0]).ravel(), np.asarray(pair[1], dtype=np.float64).ravel()
+            i, v = np.asarray(pair[0]).ravel(), np.asarray(pair[1]).ravel()
+            if i.size and i.dtype.kind not in "iu":
+                raise TermIdOutOfRangeError(f"{what}: row {r} has term ids of type {i.dtype}; term ids must be "
+                                            "integers (floats and booleans are not truncated)")
+            if v.size and v.dtype.kind not in "fiu":
+                raise FormatError(f"{what}: row {r} has weights of type {v.dtype}; weights must be real numbers")
+            v = v.astype(np.float64)
             if i.shape[0] != v.shape[0]:
                 raise RaggedArrayError(
                     f"{what}: row {r} has {i.shape[0]} term ids but {v.shape[0]} weights; give one weight per id"
@@ -252,13 +345,13 @@ class SparseBatch:
             if vocab is not None and keys and isinstance(keys[0], str):
                 term_ids = [vocab.id_of(t, f"{what} {ids[r]!r}: ") for t in keys]
             else:
-                try:
-                    term_ids = [int(t) for t in keys]
-                except (TypeError, ValueError):
-                    raise UnknownTokenError(
-                        f"{what} {ids[r]!r} has token keys like {keys[0]!r} but no vocabulary; pass vocab="
-                    ) from None
-            pairs.append((term_ids, list(row.values())))
+                term_ids = [_term_key(t, what, ids[r]) for t in keys]
+            weights = list(row.values())
+            for w in weights:
+                if not _is_number(w):
+                    raise FormatError(f"{what} {ids[r]!r} has weight {w!r} of type {type(w).__name__}; weights "
+                                      "must be real numbers")
+            pairs.append((np.asarray(term_ids, dtype=np.int64), np.asarray(weights, dtype=np.float64)))
         return cls.from_rows(pairs, ids=ids, dim=dim, vocab=vocab, what=what)
 
     @classmethod
@@ -278,7 +371,7 @@ class SparseBatch:
         dim = max(b.dim for b in batches)
         offsets = np.cumsum([0] + [b.nnz for b in batches])
         indptr = np.concatenate([batches[0].indptr[:1]] + [b.indptr[1:] + o for b, o in zip(batches, offsets)])
-        return cls(
+        return cls._trusted(
             indptr.astype(np.int64),
             np.concatenate([b.indices for b in batches]).astype(np.int32),
             np.concatenate([b.values for b in batches]).astype(np.float32),
@@ -312,7 +405,7 @@ class SparseBatch:
         lengths = ends - starts
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if sel.size else np.zeros(0, np.int64)
-        return SparseBatch(indptr, self.indices[take], self.values[take], self.ids[sel], self.dim, self.vocab)
+        return SparseBatch._trusted(indptr, self.indices[take], self.values[take], self.ids[sel], self.dim, self.vocab)
 
     def to_scipy(self):
         import scipy.sparse as sp

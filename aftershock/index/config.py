@@ -26,6 +26,17 @@ def is_int(x, lo: int | None = None, hi: int | None = None) -> bool:
     return (lo is None or x >= lo) and (hi is None or x <= hi)
 
 
+def is_real(x, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> bool:
+    """``x`` is a finite real number (int or float, not a bool) within [lo, hi] ((lo, hi] with ``lo_open``)."""
+    import math
+
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return False
+    if lo is not None and (x <= lo if lo_open else x < lo):
+        return False
+    return hi is None or x <= hi
+
+
 def check_known(cls, kw: dict) -> None:
     """Every key of ``kw`` is a field of dataclass ``cls``."""
     names = {f.name for f in fields(cls)}

@@ -13,9 +13,10 @@ from typing import Iterator
 import numba
 import numpy as np
 
-from aftershock.errors import FormatError, RaggedArrayError
+from aftershock.errors import FormatError, RaggedArrayError, ResourceLimitError
 from aftershock.index.batch import SparseBatch, Vocabulary
-from aftershock.index.text import open_text, read_ids
+from aftershock.index.limits import check_terms_per_doc, max_terms_per_doc as max_terms_per_doc_limit
+from aftershock.index.text import open_text, read_ids, reading
 from aftershock.index.writers import FORMATS, guess_format, open_vector_writer, to_arrow
 
 __all__ = ["FORMATS", "guess_format", "read_jsonl", "write_jsonl", "read_bin", "write_bin", "to_arrow", "from_arrow",
@@ -29,7 +30,7 @@ def _resolve_ids(ids):
 
 # ---------------------------------------------------------------------------------------------- JSONL
 def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, unknown: str = "error",
-               what: str = "vectors") -> SparseBatch:
+               what: str = "vectors", max_terms_per_doc: int | None = None) -> SparseBatch:
     """Seismic JSONL: one ``{"id", "content"?, "vector": {token: weight}}`` per line.
 
     With ``vocab`` tokens map through it (``unknown="error"`` raises on a token it lacks, ``"drop"``
@@ -41,20 +42,33 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
     tokens: list[str] = [] if grow else vocab.tokens
     tok_id: dict[str, int] = {} if grow else vocab.token_to_id
     ids, lengths, idx, val = [], [0], [], []
-    with open_text(path, "r", errors="strict") as f:
+    limit = max_terms_per_doc_limit(max_terms_per_doc)
+    lineno = 0
+    with reading(path, "Seismic JSONL"), open_text(path, "r", errors="strict") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
                 vec = obj["vector"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
                 raise FormatError(f"{path}:{lineno}: not a Seismic JSONL record with a 'vector' map ({e})") from None
             if not isinstance(vec, dict):
                 raise FormatError(f"{path}:{lineno}: 'vector' must be a {{token: weight}} object")
-            ids.append(str(obj.get("id", len(ids))))
+            rid = obj.get("id", len(ids))
+            if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+                raise FormatError(f"{path}:{lineno}: 'id' must be a string or an integer, got {rid!r}")
+            ids.append(str(rid))
+            if len(vec) > limit:
+                raise ResourceLimitError(
+                    f"{path}:{lineno}: {what[:-1]} {ids[-1]!r} has {len(vec)} terms, above the limit of {limit} terms "
+                    "per document; raise it with --max-terms-per-doc / max_terms_per_doc= (or "
+                    "AFTERSHOCK_MAX_TERMS_PER_DOC)")
             n = 0
             for tok, w in vec.items():
+                if type(w) is not float and type(w) is not int:
+                    raise FormatError(f"{path}:{lineno} ({what[:-1]} {ids[-1]!r}): token {tok!r} has weight {w!r}; "
+                                      "weights must be JSON numbers (not strings, booleans or null)")
                 t = tok_id.get(tok)
                 if t is None:
                     if grow:
@@ -70,7 +84,7 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
             lengths.append(n)
     try:
         values = np.asarray(val, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError(f"{path}: a weight is not a number; weights must be JSON numbers") from None
     vocab_out = Vocabulary(tokens) if grow else vocab
     return SparseBatch.from_arrays(np.cumsum(lengths), np.asarray(idx, dtype=np.int64), values, ids=ids,
@@ -116,11 +130,11 @@ def _gather_bin(words, fwords, starts, lengths, indices, values):
 
 
 def read_bin(path, ids=None, dim: int | None = None, vocab: Vocabulary | None = None,
-             what: str = "vectors") -> SparseBatch:
+             what: str = "vectors", max_terms_per_doc: int | None = None) -> SparseBatch:
     """Seismic binary: LE ``u32 n``, then per vector ``u32 nnz``, ``nnz x u32`` ids, ``nnz x f32`` values."""
     ids = _resolve_ids(ids)
     path = Path(path)
-    with open_text(path, "rb") as f:
+    with reading(path, "Seismic .bin"), open_text(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or len(raw) % 4:
         raise FormatError(f"{path}: {len(raw)} bytes is not a whole number of u32 words; the file is truncated")
@@ -130,6 +144,7 @@ def read_bin(path, ids=None, dim: int | None = None, vocab: Vocabulary | None = 
         raise FormatError(f"{path}: header says {int(words[0])} vectors but the file ends early; it is truncated")
     if end != words.shape[0]:
         raise FormatError(f"{path}: {4 * (words.shape[0] - end)} bytes after the last of {int(words[0])} vectors")
+    check_terms_per_doc(np.concatenate([[0], np.cumsum(lengths)]), ids, max_terms_per_doc, what)
     nnz = int(lengths.sum())
     indices = np.empty(nnz, np.int64)
     values = np.empty(nnz, np.float32)
@@ -176,24 +191,35 @@ def from_arrow(table_or_batch, dim: int | None = None, vocab=None, what: str = "
 
 
 def iter_parquet(path, batch_size: int = 65536, dim: int | None = None, vocab=None,
-                 what: str = "vectors") -> Iterator[SparseBatch]:
+                 what: str = "vectors", max_terms_per_doc: int | None = None) -> Iterator[SparseBatch]:
     """Stream a Parquet file as batches of at most ``batch_size`` rows (never the whole file at once)."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(str(path))
-    if dim is None and pf.schema_arrow.metadata and b"aftershock.dim" in pf.schema_arrow.metadata:
-        dim = int(pf.schema_arrow.metadata[b"aftershock.dim"])
-    for rb in pf.iter_batches(batch_size=batch_size):
-        yield from_arrow(rb, dim=dim, vocab=vocab, what=what)
+    with reading(path, "Parquet"):
+        pf = pq.ParquetFile(str(path))
+        if dim is None and pf.schema_arrow.metadata and b"aftershock.dim" in pf.schema_arrow.metadata:
+            dim = int(pf.schema_arrow.metadata[b"aftershock.dim"])
+        batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        with reading(path, "Parquet"):
+            rb = next(batches, None)
+            if rb is None:
+                return
+            part = from_arrow(rb, dim=dim, vocab=vocab, what=what)
+        check_terms_per_doc(part.indptr, part.ids, max_terms_per_doc, what)
+        yield part
 
 
-def read_parquet(path, dim: int | None = None, vocab=None, batch_size: int = 65536, what="vectors") -> SparseBatch:
-    parts = list(iter_parquet(path, batch_size=batch_size, dim=dim, vocab=vocab, what=what))
+def read_parquet(path, dim: int | None = None, vocab=None, batch_size: int = 65536, what="vectors",
+                 max_terms_per_doc: int | None = None) -> SparseBatch:
+    parts = list(iter_parquet(path, batch_size=batch_size, dim=dim, vocab=vocab, what=what,
+                              max_terms_per_doc=max_terms_per_doc))
     if not parts:
         if dim is None:
             import pyarrow.parquet as pq
 
-            meta = pq.read_schema(str(path)).metadata or {}
+            with reading(path, "Parquet"):
+                meta = pq.read_schema(str(path)).metadata or {}
             dim = int(meta[b"aftershock.dim"]) if b"aftershock.dim" in meta else None
         return SparseBatch.from_arrays([0], [], [], ids=[], dim=dim or 0, vocab=vocab, what=what)
     out = SparseBatch.concat(parts)
@@ -209,21 +235,34 @@ def write_parquet(batch: SparseBatch, path, row_group_size: int = 65536) -> None
 
 
 # ---------------------------------------------------------------------------------------------- npz
-def read_npz(path, ids=None, dim: int | None = None, vocab=None, what="vectors") -> SparseBatch:
+def read_npz(path, ids=None, dim: int | None = None, vocab=None, what="vectors",
+             max_terms_per_doc: int | None = None) -> SparseBatch:
     """CSR ``.npz`` with arrays ``indptr``, ``indices``, ``values`` (and optionally ``dim``/``shape``)."""
     ids = _resolve_ids(ids)
-    with np.load(path) as z:
+    with reading(path, "CSR .npz"), np.load(path, allow_pickle=False) as z:
+        if not hasattr(z, "files"):
+            raise FormatError(f"{path} is a single .npy array, not a CSR .npz with indptr, indices and values")
         missing = {"indptr", "indices"} - set(z.files)
         if missing or not ({"values", "data"} & set(z.files)):
             raise FormatError(f"{path}: a CSR .npz needs arrays indptr, indices and values; it has {z.files}")
         if dim is None:
             if "dim" in z.files:
-                dim = int(z["dim"])
+                dim = _npz_int(z["dim"], path, "dim")
             elif "shape" in z.files:
-                dim = int(z["shape"][1])
+                dim = _npz_int(np.asarray(z["shape"]).ravel()[1:2], path, "shape[1]")
         vals = z["values"] if "values" in z.files else z["data"]
-        return SparseBatch.from_arrays(z["indptr"], z["indices"], vals, ids=ids, dim=dim, vocab=vocab, what=what,
+        indptr = z["indptr"]
+        if indptr.ndim == 1 and indptr.dtype.kind in "iu" and indptr.shape[0] >= 2:
+            check_terms_per_doc(indptr, ids, max_terms_per_doc, what)
+        return SparseBatch.from_arrays(indptr, z["indices"], vals, ids=ids, dim=dim, vocab=vocab, what=what,
                                        copy=False)
+
+
+def _npz_int(a, path, name) -> int:
+    a = np.asarray(a)
+    if a.size != 1 or a.dtype.kind not in "iu":
+        raise FormatError(f"{path}: array {name!r} must be one integer, got {a.dtype} {a.shape}")
+    return int(a.reshape(()))
 
 
 def write_npz(batch: SparseBatch, path) -> None:
@@ -232,25 +271,28 @@ def write_npz(batch: SparseBatch, path) -> None:
 
 # ---------------------------------------------------------------------------------------------- dispatch
 def read_vectors(path, format: str | None = None, ids=None, dim: int | None = None,
-                 vocab: Vocabulary | None = None, unknown: str = "error", what: str = "vectors") -> SparseBatch:
-    """Read any supported file. ``ids`` is a list or a path to a one-id-per-line file."""
+                 vocab: Vocabulary | None = None, unknown: str = "error", what: str = "vectors",
+                 max_terms_per_doc: int | None = None) -> SparseBatch:
+    """Read any supported file. ``ids`` is a list or a path to a one-id-per-line file. A vector with more than
+    ``max_terms_per_doc`` non-zeros (default 4096, see `aftershock.index.limits`) is an error."""
     path = Path(path)
     if not path.exists():
         raise FormatError(f"{path} does not exist")
     fmt = format or guess_format(path)
     ids = _resolve_ids(ids)
+    mt = max_terms_per_doc
     if fmt == "jsonl":
-        batch = read_jsonl(path, vocab=vocab, dim=dim, unknown=unknown, what=what)
+        batch = read_jsonl(path, vocab=vocab, dim=dim, unknown=unknown, what=what, max_terms_per_doc=mt)
         if ids is not None:
             batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
                                             vocab=batch.vocab, what=what, copy=False)
         return batch
     if fmt == "bin":
-        return read_bin(path, ids=ids, dim=dim, vocab=vocab, what=what)
+        return read_bin(path, ids=ids, dim=dim, vocab=vocab, what=what, max_terms_per_doc=mt)
     if fmt == "npz":
-        return read_npz(path, ids=ids, dim=dim, vocab=vocab, what=what)
+        return read_npz(path, ids=ids, dim=dim, vocab=vocab, what=what, max_terms_per_doc=mt)
     if fmt == "parquet":
-        batch = read_parquet(path, dim=dim, vocab=vocab, what=what)
+        batch = read_parquet(path, dim=dim, vocab=vocab, what=what, max_terms_per_doc=mt)
         if ids is not None:
             batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
                                             vocab=vocab, what=what, copy=False)

@@ -18,10 +18,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
+import zipfile
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from aftershock.errors import FormatError
+from aftershock.errors import AftershockError, DuplicateIdError, FormatError, InvalidIdError
 
 _TEXT_MODES = {"r": "rt", "rt": "rt", "w": "wt", "wt": "wt", "a": "at", "at": "at", "x": "xt", "xt": "xt"}
 _BINARY_MODES = ("rb", "wb", "ab", "xb")
@@ -51,6 +55,28 @@ def _stem(path) -> str:
     """The file name without ``.gz``, lower case (``corpus.jsonl.gz`` -> ``corpus.jsonl``)."""
     name = Path(path).name.lower()
     return name[:-3] if name.endswith(".gz") else name
+
+
+@contextmanager
+def reading(path, what: str):
+    """Turn the ways a damaged file fails inside a reader (bad gzip, truncated streams, undecodable UTF-8 under
+    ``errors="strict"``, numpy/zip/pyarrow parse errors) into one `FormatError` naming ``path`` and ``what``
+    it should have been. Aftershock's own errors and missing/unreadable files pass through unchanged."""
+    try:
+        yield
+    except AftershockError:
+        raise
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path} is not valid UTF-8 ({e.reason} at byte {e.start} of a chunk); {what} files must "
+                          "be UTF-8 text") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise FormatError(f"{path} is not a readable gzip file ({e}); re-create it or drop the .gz suffix") from None
+    except (zipfile.BadZipFile, ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        raise FormatError(f"{path} is not a valid {what} file ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        if type(e).__module__.split(".")[0] == "pyarrow":
+            raise FormatError(f"{path} is not a valid {what} file ({type(e).__name__}: {e})") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
@@ -199,12 +225,38 @@ def read_qrels(path) -> dict[str, dict[str, int]]:
 
 
 # ---------------------------------------------------------------------------------------------- TREC runs
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def check_trec_id(value: str, what: str = "id") -> str:
-    """A query id, document id or run tag a TREC line can hold: not empty, no whitespace."""
-    if not value or any(c.isspace() for c in value):
-        raise FormatError(f"{what} {value!r} is empty or contains whitespace, which a TREC run cannot hold; "
-                          "fix the id file")
+    """A query id, document id or run tag a TREC line can hold: not empty, no whitespace or control character."""
+    if not value or any(c.isspace() for c in value) or _CONTROL.search(value):
+        raise InvalidIdError(f"{what} {value!r} is empty or contains whitespace or a control character, which a "
+                             "TREC run cannot hold; fix the id file")
     return value
+
+
+def check_ids(ids, what: str = "document") -> None:
+    """Every id of a build: non-empty, no whitespace or control characters (`check_trec_id`) and unique
+    (`DuplicateIdError`): C-speed passes over the joined ids, a Python loop only to name the culprit."""
+    ids = [str(x) for x in ids]
+    if not ids:
+        return
+    joined = "\n".join(ids)
+    parts = joined.split()
+    if len(parts) != len(ids) or sum(map(len, parts)) != len(joined) - (len(ids) - 1) or _CONTROL.search(joined):
+        for i, x in enumerate(ids):
+            try:
+                check_trec_id(x, f"{what} id")
+            except InvalidIdError as e:
+                raise InvalidIdError(f"{e} (row {i}); ids are written into TREC runs and API answers") from None
+    if len(set(ids)) != len(ids):
+        seen: dict = {}
+        for i, x in enumerate(ids):
+            if x in seen:
+                raise DuplicateIdError(f"{what} id {x!r} appears twice (rows {seen[x]} and {i}); ids must be unique "
+                                       "within an index: drop or rename the duplicate")
+            seen[x] = i
 
 
 def trec_lines(qid: str, doc_ids: Iterable[str], scores: Iterable[float], tag: str) -> list[str]:
@@ -245,9 +297,10 @@ def read_trec_run(path) -> dict[str, dict[str, float]]:
 
 # ---------------------------------------------------------------------------------------------- id files
 def read_ids(path) -> list[str]:
-    """One id per line (a companion file for vector formats without ids)."""
-    with open_text(path) as f:
-        return [line.rstrip("\n") for line in f]
+    """One id per line (a companion file for vector formats without ids); strict UTF-8 (a replaced byte would
+    silently change an id)."""
+    with reading(path, "id (one id per line, UTF-8)"), open_text(path, "r", errors="strict") as f:
+        return [line.rstrip("\n").removesuffix("\r") for line in f]
 
 
 def write_ids(ids, path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from aftershock.errors import ConfigError
 from aftershock.index import SparseBatch
+from aftershock.index.limits import check_memory
 from aftershock.seismic import kernels as K
 from aftershock.seismic.config import SeismicConfig
 
@@ -129,6 +130,10 @@ def build_seismic(docs: SparseBatch, config: SeismicConfig, nt: int, progress: b
     steps = _Steps(["forward index", "pruning", "blocking", "summaries"] + (["knn graph"] if config.knn else []),
                    progress)
     stats = steps.stats
+    # per-thread dense scratch (blocking, summaries: about 24 bytes per term id) + the arrays built per non-zero
+    check_memory(nt * 24.0 * docs.dim + 48.0 * docs.nnz + 16.0 * len(docs),
+                 f"building a Seismic index ({len(docs)} docs, {docs.nnz} non-zeros, dim={docs.dim}, {nt} threads)",
+                 "build with fewer threads (--threads) or from fewer documents")
     with K.numba_threads(nt):
         if docs.nnz and not np.all(docs.values > 0):
             docs = drop_zeros(docs)  # explicit zeros add nothing to a score; kernels treat 0 as "absent"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from aftershock.index.config import Config, check, is_int
+from aftershock.index.config import Config, check, is_int, is_real
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,15 @@ class SeismicConfig(Config):
     knn: int = 0
     value_dtype: str = "float16"
     seed: int = 42
+    max_terms_per_doc: int | None = None
 
     def __post_init__(self):
         check(is_int(self.n_postings, 1),
               f"n_postings={self.n_postings!r} must be an integer >= 1 (Seismic's default is 3500)")
-        check(self.max_fraction > 0, f"max_fraction={self.max_fraction!r} must be > 0 (default 1.5)")
+        check(is_real(self.max_fraction, 0, lo_open=True), f"max_fraction={self.max_fraction!r} must be > 0 (default 1.5)")
         check(self.pruning in ("global", "fixed", "none"),
               f"pruning={self.pruning!r}; use 'global', 'fixed' or 'none'")
-        check(0 < self.centroid_fraction <= 1, f"centroid_fraction={self.centroid_fraction!r} must be in (0, 1]")
+        check(is_real(self.centroid_fraction, 0, 1, lo_open=True), f"centroid_fraction={self.centroid_fraction!r} must be in (0, 1]")
         check(is_int(self.min_cluster_size, 1),
               f"min_cluster_size={self.min_cluster_size!r} must be an integer >= 1")
         check(self.clustering in ("random", "kmeans"), f"clustering={self.clustering!r}; use 'random' or 'kmeans'")
@@ -52,10 +53,13 @@ class SeismicConfig(Config):
         check(is_int(self.max_block_size, 0),
               f"max_block_size={self.max_block_size!r} must be an integer >= 0 (0 = no limit)")
         check(is_int(self.doc_cut, 1), f"doc_cut={self.doc_cut!r} must be an integer >= 1")
-        check(0 < self.summary_energy <= 1, f"summary_energy={self.summary_energy!r} must be in (0, 1]")
+        check(is_real(self.summary_energy, 0, 1, lo_open=True), f"summary_energy={self.summary_energy!r} must be in (0, 1]")
         check(is_int(self.knn, 0), f"knn={self.knn!r} must be an integer >= 0")
         check(self.value_dtype in ("float16", "float32"),
               f"value_dtype={self.value_dtype!r}; use 'float16' (compact) or 'float32' (exact)")
+        check(is_int(self.seed, 0, 2**63 - 1), f"seed={self.seed!r} must be an integer >= 0")
+        check(self.max_terms_per_doc is None or is_int(self.max_terms_per_doc, 1),
+              f"max_terms_per_doc={self.max_terms_per_doc!r} must be None (the default limit, 4096) or an integer >= 1")
 
 
 INT32_MAX = 2**31 - 1  # kernels take query-time counts as machine integers
@@ -79,7 +83,7 @@ class SearchParams(Config):
         check(is_int(self.query_cut, 1, INT32_MAX),
               f"query_cut={self.query_cut!r} must be an integer in [1, {INT32_MAX}] (try 10; a value above the "
               "query's number of terms visits all its lists)")
-        check(0 < self.heap_factor <= 1,
+        check(is_real(self.heap_factor, 0, 1, lo_open=True),
               f"heap_factor={self.heap_factor!r} must be in (0, 1]: a block is skipped when its summary score is "
               "below heap_factor x the k-th best score so far, so a lower value is safer (higher recall, slower); "
               "try 0.7")
@@ -115,6 +119,7 @@ FIELD_HELP = {
     "knn": "neighbours per doc in a k-NN graph (0 = none)",
     "value_dtype": "forward-index value type",
     "seed": "random seed of the clustering",
+    "max_terms_per_doc": "reject a document with more terms than this (default 4096 or $AFTERSHOCK_MAX_TERMS_PER_DOC)",
     "query_cut": "the query's query_cut heaviest terms pick the posting lists",
     "heap_factor": "skip a block when its summary score < heap_factor x the k-th best score (lower = more recall)",
     "n_knn": "k-NN graph neighbours of each result to rescore (needs an index built with knn > 0)",

@@ -14,11 +14,15 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from aftershock.errors import ConfigError, IndexFormatError, TermIdOutOfRangeError
-from aftershock.index import SearchResult, SparseBatch, Vocabulary, load_dir, save_dir
+from aftershock.errors import ConfigError, FormatError, IndexCorruptError, IndexFormatError, TermIdOutOfRangeError
+from aftershock.index import SearchResult, SparseBatch, Vocabulary, save_dir
 from aftershock.index.backends import resolve_backend, to_backend
+from aftershock.index.checks import check_build_input
+from aftershock.index.limits import check_k, check_memory
+from aftershock.index.store import open_dir
 from aftershock.seismic import kernels as K
 from aftershock.seismic.build import build_seismic
+from aftershock.seismic.checks import check_exact, check_seismic
 from aftershock.seismic.config import SearchParams, SeismicConfig
 
 
@@ -78,8 +82,10 @@ class BaseIndex:
             else:
                 raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__};"
                                   " build one with SparseBatch.from_rows/from_dicts")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k={k!r} must be an integer >= 1")
+        queries.check("queries")  # a batch changed after construction must not reach the kernels
+        check_k(k, len(queries), self.n_docs)
         if queries.nnz and int(queries.indices.max()) >= self.dim:
             bad = int(queries.indices.max())
             raise TermIdOutOfRangeError(
@@ -111,7 +117,8 @@ class BaseIndex:
 
     # ------------------------------------------------------------------ persistence
     def _meta_common(self) -> dict:
-        return {"kind": self.kind, "n_docs": self.n_docs, "dim": self.dim}
+        return {"kind": self.kind, "n_docs": self.n_docs, "dim": self.dim,
+                "vocab_size": len(self.vocab) if self.vocab is not None else None}
 
     def _common_arrays(self) -> dict:
         return {"doc_ids": np.asarray(self.doc_ids.astype(str))}
@@ -120,9 +127,18 @@ class BaseIndex:
         return {"vocab.json": json.dumps(self.vocab.tokens, ensure_ascii=False).encode()} if self.vocab else {}
 
     @staticmethod
-    def _load_vocab(path: Path) -> Vocabulary | None:
-        f = path / "vocab.json"
-        return Vocabulary(json.loads(f.read_text(encoding="utf-8"))) if f.exists() else None
+    def _load_vocab(raw: bytes | None, dim: int, where) -> Vocabulary | None:
+        """The stored vocabulary (the bytes the loader verified), a JSON list of ``dim`` distinct strings."""
+        if raw is None:
+            return None
+        try:
+            tokens = json.loads(raw.decode("utf-8"))
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or len(tokens) != dim:
+                raise ValueError(f"not a list of {dim} strings")
+            return Vocabulary(tokens)
+        except (ValueError, RecursionError, FormatError) as e:
+            raise IndexCorruptError(f"{where}: vocab.json is not a vocabulary of dim={dim} tokens ({e}); the index is "
+                                    "damaged: rebuild it") from None
 
     def nbytes(self) -> int:
         """Bytes of all the index's arrays (what `save` writes, ids included)."""
@@ -140,9 +156,14 @@ class BaseIndex:
         """The CPU index (itself)."""
         return self
 
-    def save(self, path) -> Path:
-        """Write the index atomically to directory ``path`` (replacing any index there)."""
-        return save_dir(path, {**self._arrays(), **self._common_arrays()}, self._meta(), self._extra_files())
+    def save(self, path, overwrite: bool = False, protect=(), lock_timeout: float = 0.0) -> Path:
+        """Write the index to directory ``path`` as a new generation (readers see the old or the new one, never
+        a mix, also across a crash). An existing path is replaced only when it is an Aftershock index (or
+        empty); a folder of other files or a plain file needs ``overwrite=True``; the paths in ``protect``
+        (the inputs) are never replaced. Concurrent writers of one path: the second gets `IndexBusyError`
+        (or waits up to ``lock_timeout`` seconds). See `aftershock.index.store`."""
+        return save_dir(path, {**self._arrays(), **self._common_arrays()}, self._meta(), self._extra_files(),
+                        overwrite=overwrite, protect=protect, lock_timeout=lock_timeout)
 
 
 class ExactIndex(BaseIndex):
@@ -166,7 +187,12 @@ class ExactIndex(BaseIndex):
         return self._n
 
     @classmethod
-    def build(cls, docs: SparseBatch) -> "ExactIndex":
+    def build(cls, docs: SparseBatch, max_terms_per_doc: int | None = None) -> "ExactIndex":
+        """The inverted index of ``docs``; ids must be unique and printable, and no document may hold more than
+        ``max_terms_per_doc`` terms (default 4096, see `aftershock.index.limits`)."""
+        check_build_input(docs, max_terms_per_doc)
+        check_memory(16.0 * docs.nnz + 8.0 * docs.dim, f"an exact index over {docs.nnz} non-zeros",
+                     "build from fewer documents")
         csc = docs.to_scipy().tocsc()
         csc.sort_indices()
         return cls(csc.indptr.astype(np.int64), csc.indices.astype(np.int32), csc.data.astype(np.float32),
@@ -179,6 +205,8 @@ class ExactIndex(BaseIndex):
         nt = _threads(params.threads)
         out_s, out_i = self._empty_result(len(queries), k)
         if len(queries):
+            check_memory(min(nt, len(queries)) * 13.0 * self._n, f"exact search scratch for {nt} threads over "
+                         f"{self._n} docs", "search with fewer threads")
             with K.numba_threads(nt):
                 K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
                                      queries.indices, queries.values, k, nt, out_s, out_i)
@@ -214,6 +242,8 @@ class ExactIndex(BaseIndex):
     def _from_arrays(cls, arrays, meta, vocab):
         return cls(arrays["inv_ptr"], arrays["inv_docs"], arrays["inv_vals"], meta["n_docs"], meta["dim"],
                    arrays["doc_ids"], vocab)
+
+    check_structure = staticmethod(check_exact)
 
 
 class SeismicIndex(BaseIndex):
@@ -262,6 +292,7 @@ class SeismicIndex(BaseIndex):
         """Build from a `SparseBatch`; ``overrides`` replace fields of ``config`` (e.g. ``n_postings=2000``)."""
         config = (config or SeismicConfig()).with_(**overrides) if overrides else (config or SeismicConfig())
         nt = _threads(threads)
+        check_build_input(docs, config.max_terms_per_doc)
 
         def knn_graph(arrays):
             return cls(arrays, docs.dim, docs.ids, config)._knn_graph(config.knn, None, nt)
@@ -323,6 +354,9 @@ class SeismicIndex(BaseIndex):
         sc = getattr(self, "_scratch_arrays", None)
         if sc is None or sc[0].shape[0] < n_chunks:
             nb = max(self.max_blocks, 1)
+            check_memory(n_chunks * (4.0 * self.dim + 4.125 * self.n_docs + 8.0 * nb),
+                         f"search scratch for {n_chunks} threads (dim={self.dim}, {self.n_docs} docs)",
+                         "search with fewer threads")
             sc = (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, (self.n_docs + 63) // 64), np.uint64),
                   np.zeros((n_chunks, max(self.n_docs, 1)), np.int32), np.zeros((n_chunks, nb), np.float32),
                   np.zeros((n_chunks, nb), np.float32))
@@ -385,8 +419,17 @@ class SeismicIndex(BaseIndex):
         missing = [a for a in cls.ARRAYS if a not in arrays]
         if missing:
             raise IndexFormatError(f"index is missing arrays {missing}; rebuild it")
-        return cls(arrays, meta["dim"], arrays["doc_ids"], SeismicConfig.from_dict(meta.get("config", {})), vocab,
-                   meta.get("build_stats"))
+        config, stats = meta.get("config", {}), meta.get("build_stats") or {}
+        try:
+            if not isinstance(config, dict) or not isinstance(stats, dict):
+                raise TypeError("config and build_stats must be objects")
+            config = SeismicConfig.from_dict(config)
+        except (TypeError, ValueError) as e:
+            raise IndexCorruptError(f"meta.json has an invalid Seismic config ({e}); the index is damaged: rebuild "
+                                    "it") from None
+        return cls(arrays, meta["dim"], arrays["doc_ids"], config, vocab, stats)
+
+    check_structure = staticmethod(check_seismic)
 
 
 INDEX_KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
@@ -397,8 +440,11 @@ def load_index(path, backend: str = "numba", mmap: bool = True, verify: bool = T
     ``backend``: "numba" (the CPU), "cuda" (copied to the GPU once) or "auto" (cuda when available)."""
     backend = resolve_backend(backend)  # an unknown name fails before any file is read
     path = Path(path)
-    arrays, meta = load_dir(path, mmap=mmap, verify=verify)
+    arrays, meta, extras = open_dir(path, mmap=mmap, verify=verify)
     kind = meta.get("kind")
-    if kind not in INDEX_KINDS:
+    if not isinstance(kind, str) or kind not in INDEX_KINDS:
         raise IndexFormatError(f"{path}: unknown index kind {kind!r}; this Aftershock knows {sorted(INDEX_KINDS)}")
-    return to_backend(INDEX_KINDS[kind]._from_arrays(arrays, meta, BaseIndex._load_vocab(path)), backend)
+    cls = INDEX_KINDS[kind]
+    cls.check_structure(arrays, meta, path)  # always: verify=False skips only the hashes
+    vocab = BaseIndex._load_vocab(extras.get("vocab.json"), meta["dim"], path)
+    return to_backend(cls._from_arrays(arrays, meta, vocab), backend)

@@ -307,3 +307,73 @@ def test_large_vocabulary_dim_over_uint16():
     np.testing.assert_array_equal(ids.indices, [65_535, 65_536, 99_999])
     with pytest.raises(TermIdOutOfRangeError):
         SparseBatch.from_rows([([100_000], [1.0])], dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+@pytest.mark.parametrize("ids", [np.array([0.0, 1.7]), np.array([True, False]), [1.5, 2.0]])
+def test_float_or_bool_term_ids_are_rejected_not_truncated(ids):
+    with pytest.raises(TermIdOutOfRangeError, match="integers"):
+        SparseBatch.from_rows([(ids, [1.0, 1.0])], dim=4)
+    with pytest.raises(TermIdOutOfRangeError):
+        SparseBatch.from_arrays([0, 2], np.asarray(ids), [1.0, 1.0], dim=4)
+
+
+@pytest.mark.parametrize("key", [1.5, 2.0, True, None])
+def test_dict_keys_must_be_integers(key):
+    with pytest.raises(InvalidVectorError):
+        SparseBatch.from_dicts([{key: 1.0}], dim=4)
+
+
+@pytest.mark.parametrize("w", ["1.5", True, None, [1.0], b"1"])
+def test_weights_must_be_real_numbers(w):
+    with pytest.raises(FormatError, match="real numbers|weight"):
+        SparseBatch.from_dicts([{1: w}], dim=4)
+    if not isinstance(w, (list, type(None))):
+        with pytest.raises(FormatError):
+            SparseBatch.from_rows([([1], np.array([w]))], dim=4)
+        with pytest.raises(FormatError):
+            SparseBatch.from_arrays([0, 1], [1], np.array([w]), dim=4)
+
+
+@pytest.mark.parametrize("indptr, indices, values, dim, error", [
+    ([0, 10**6], [1], [1.0], 4, RaggedArrayError),            # the issue's example: ends past nnz
+    ([0, 2, 1], [1, 2], [1.0, 1.0], 4, RaggedArrayError),     # decreasing
+    ([1, 1], [1], [1.0], 4, RaggedArrayError),                # does not start at 0
+    ([0, 1], [4], [1.0], 4, TermIdOutOfRangeError),           # id == dim
+    ([0, 1], [-1], [1.0], 4, TermIdOutOfRangeError),
+    ([0, 1], [1], [np.nan], 4, NonFiniteValueError),
+    ([0, 1], [1], [-2.0], 4, NegativeWeightError),
+    ([0, 1], [1.0], [1.0], 4, RaggedArrayError),              # float ids
+    ([0, 1], [1], ["x"], 4, RaggedArrayError),                # string weights
+    ([0, 1], [1], [1.0], 2**40, AftershockError),             # dim above its limit
+    ([0, 1], [1], [1.0], True, AftershockError),              # dim must be an int
+])
+def test_batch_built_directly_is_checked(indptr, indices, values, dim, error):
+    with pytest.raises(error):
+        SparseBatch(np.asarray(indptr), np.asarray(indices), np.asarray(values), np.array(["a"], dtype=object), dim)
+
+
+def test_batch_changed_after_construction_is_rechecked():
+    b = SparseBatch.from_rows([([1, 2], [1.0, 1.0])], dim=4)
+    b.indptr = np.array([0, 10**6])
+    with pytest.raises(RaggedArrayError):
+        b.check()
+
+
+def test_direct_construction_converts_dtypes():
+    b = SparseBatch(np.array([0, 2]), np.array([1, 3], dtype=np.int64), np.array([1, 2], dtype=np.int64),
+                    ["x"], 4)
+    assert (b.indptr.dtype, b.indices.dtype, b.values.dtype) == (np.int64, np.int32, np.float32)
+    assert list(b.ids) == ["x"]
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"model": {"vocab": {"a": 0, "b": 5}}}', '[1, 2]',
+                                  '{"model": {"vocab": {"a": "0"}}}', '{"model": 3}'])
+def test_bad_vocabulary_files(tmp_path, text):
+    f = tmp_path / "tokenizer.json"
+    f.write_text(text)
+    with pytest.raises(FormatError):
+        Vocabulary.from_file(f)
+    f.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(FormatError, match="UTF-8"):
+        Vocabulary.from_file(f)

@@ -201,18 +201,21 @@ def test_save_load_with_knn_and_vocab(tmp_path):
 
 
 def test_corrupted_saved_index_is_detected(tmp_path, approx_index):
+    def big_files():  # the current generation's larger arrays (each save writes a new generation)
+        return sorted(p for p in (tmp_path / "idx").glob("*.npy") if p.stat().st_size > 256)
+
     approx_index.save(tmp_path / "idx")
-    files = sorted(p for p in (tmp_path / "idx").glob("*.npy") if p.stat().st_size > 256)
-    assert files
-    for f in files[:3]:
+    assert big_files()
+    for i in range(3):
         approx_index.save(tmp_path / "idx")  # fresh copy each round
+        f = big_files()[i]
         raw = bytearray(f.read_bytes())
         raw[len(raw) // 2 + 100] ^= 0x10
         f.write_bytes(bytes(raw))
         with pytest.raises(IndexCorruptError):
             load_index(tmp_path / "idx", mmap=True)
     approx_index.save(tmp_path / "idx")
-    files[0].unlink()
+    big_files()[0].unlink()
     with pytest.raises(IndexCorruptError):
         load_index(tmp_path / "idx")
 
