@@ -275,11 +275,7 @@ class SearchEngine:
         if texts:
             enc = self.encode(texts, text_pos[0][1])
             for j, (i, tfield) in enumerate(text_pos):
-                idx, val = enc.row(j)
-                if idx.shape[0] == 0:
-                    raise ApiError(422, "empty_query", f"{tfield} encoded to an empty vector (no term got a weight); "
-                                   "rephrase it with content words", tfield)
-                rows[i] = (idx, val)
+                rows[i] = enc.row(j)  # no term the model knows -> an empty vector, which matches nothing
         encode_s = time.perf_counter() - t0
         try:
             batch = SparseBatch.from_rows(rows, dim=self.dim, what="queries")
