@@ -53,6 +53,9 @@ def add_parsers(sub) -> None:
     for flag, field, text in SERVE_LIMITS:
         default = getattr(ServiceSettings, field)
         sv.add_argument(flag, dest=field, type=positive_int, default=default, help=f"{text} (default {default})")
+    sv.add_argument("--batch-nice", type=int, choices=range(0, 20), metavar="0..19", default=ServiceSettings.batch_nice,
+                    help="lower CPU priority (Linux nice) of batch requests' threads, so they cannot starve single "
+                         f"queries; 0 = same priority (default {ServiceSettings.batch_nice})")
     for flag, field, text in SERVE_TIMEOUTS:
         default = getattr(ServiceSettings, field)
         sv.add_argument(flag, dest=field, type=positive_seconds, default=default, help=f"{text} (default {default:g})")
@@ -77,7 +80,7 @@ def cmd_serve(args) -> int:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; "
                               "export the key there first")
     settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS + SERVE_TIMEOUTS},
-                               threads=args.threads,
+                               threads=args.threads, batch_nice=args.batch_nice,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
                                collection=args.collection)
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,

@@ -33,7 +33,8 @@ class ServiceSettings(Config):
     estimated response size (422 before searching, checked again while the body is built),
     ``request_timeout`` seconds from the end of the body to the answer (504 beyond; a search already
     running finishes in the background), ``body_timeout`` seconds to receive the body (408, connection
-    closed), ``batch_slots`` multi-threaded batch searches at a time (others wait; single queries never do).
+    closed), ``batch_slots`` multi-threaded batch searches at a time (others wait; single queries never do),
+    ``batch_nice`` how much lower the CPU priority of batch requests' threads is (Linux nice, 0 = same).
     Connection limits (applied by `aftershock.service.serve` on uvicorn): ``max_connections`` open
     connections (503 and close beyond), ``header_timeout`` seconds for a connection to send a request's
     headers (408 and close), ``keep_alive_timeout`` idle seconds between requests, ``max_header_bytes``
@@ -57,6 +58,7 @@ class ServiceSettings(Config):
     request_timeout: float = 30.0
     body_timeout: float = 10.0
     batch_slots: int = 1
+    batch_nice: int = 10
     max_connections: int = 1000
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
@@ -66,6 +68,8 @@ class ServiceSettings(Config):
         for name in INT_LIMITS:
             v = getattr(self, name)
             check(is_int(v, 1), f"{name}={v!r} must be an integer >= 1")
+        check(is_int(self.batch_nice, 0) and self.batch_nice <= 19,
+              f"batch_nice={self.batch_nice!r} must be an integer in [0, 19] (0: batches run at normal priority)")
         for name in TIMEOUTS:
             v = getattr(self, name)
             check(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6,
