@@ -6,7 +6,8 @@ and keeps idle connections beyond ``limit_concurrency`` open):
 - ``header_timeout``: a connection that has not sent a whole request line and headers that many seconds
   after connecting (or after the previous response) is answered ``408 header_timeout`` and closed
   (slowloris);
-- request line + headers above ``max_header_bytes`` (h11's max incomplete event size) -> ``400`` JSON, closed.
+- request line + headers above ``max_header_bytes`` -> ``431 headers_too_large``, closed (also h11's max
+  incomplete event size; other malformed HTTP -> ``400 bad_request`` JSON, closed).
 
 Every refusal is a JSON error body like the app's. The limits are class attributes set by `configure`
 (in each worker process: `aftershock.service.server` calls it before uvicorn starts serving).
@@ -19,7 +20,8 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+           503: b"Service Unavailable"}
 
 
 def raw_response(status: int, code: str, message: str) -> bytes:
@@ -43,6 +45,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self._header_timer = None
+        self._head = b""  # bytes of a request head not yet complete
         super().connection_made(transport)
         limit = self.max_connections
         if limit is not None and len(self.connections) > limit:
@@ -66,6 +69,19 @@ class GuardedH11Protocol(H11Protocol):
             self._header_timer = None
 
     def data_received(self, data: bytes) -> None:
+        if self.max_header_bytes and self._waiting_for_headers():
+            # h11 checks its limit only on an incomplete event: a whole oversized head in one read passes it
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if (end + 4 if end >= 0 else len(self._head)) > self.max_header_bytes:
+                self._disarm()
+                self.transport.write(raw_response(431, "headers_too_large", f"the request line and headers exceed "
+                                                  f"max_header_bytes={self.max_header_bytes}; send smaller headers "
+                                                  "(or start the server with a larger --max-header-bytes)"))
+                self.transport.close()
+                return
+            if end >= 0:
+                self._head = b""
         super().data_received(data)
         if self.transport.is_closing() or not self._waiting_for_headers():
             self._disarm()

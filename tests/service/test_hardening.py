@@ -48,11 +48,11 @@ def test_response_bytes_checked_while_building(make_client):
 
 
 def test_large_answer_is_streamed_and_complete(client, seismic_index):
-    r = client.post("/search/batch", json={"queries": [Q] * 30, "k": 200, "return_documents": True})
-    assert r.status_code == 200
+    r = client.post("/search/batch", json={"queries": [Q] * 10, "k": 100, "return_documents": True})
+    assert r.status_code == 200, r.text[:300]
     assert len(r.content) > (1 << 20)  # above STREAM_BYTES: streamed in parts
     body = r.json()
-    assert len(body["results"]) == 30 and len(body["results"][0]["hits"]) == 200
+    assert len(body["results"]) == 10 and len(body["results"][0]["hits"]) == 100
     assert body["results"][0]["hits"][0]["document"]["vector"]["indices"]
 
 
