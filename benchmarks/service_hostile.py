@@ -131,7 +131,7 @@ def _serve(index_dir: Path, documents, extra: list[str]):
 
 
 def run_mode(mode: str, index_dir: Path, a, bodies: list[bytes], hostile_file: Path, work: Path) -> dict:
-    proc, url = _serve(index_dir, a.documents, MODES[mode])
+    proc, url = _serve(index_dir, a.documents, MODES[mode] + a.serve_args.split())
     try:
         _measure(url, bodies, 2.0)  # warm the connection and the caches
         load0 = os.getloadavg()[0]
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--client-nice", type=int, default=0,
                    help="nice value of the hostile client processes (default 0; 19 keeps their own CPU use out of "
                         "the measurement on a machine with few cores, as if they ran elsewhere)")
+    p.add_argument("--serve-args", default="", help="more `aftershock serve` flags, e.g. '--batch-nice 0'")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
 
