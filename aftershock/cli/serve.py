@@ -9,7 +9,31 @@ SERVE_LIMITS = [("--max-k", "max_k", "most results per query"),
                 ("--max-batch", "max_batch", "most queries per batch request"),
                 ("--max-query-terms", "max_query_terms", "most non-zero terms per query"),
                 ("--max-text-chars", "max_text_chars", "most characters per text query"),
-                ("--max-body-bytes", "max_body_bytes", "largest request body (413 beyond)")]
+                ("--max-body-bytes", "max_body_bytes", "largest request body (413 beyond)"),
+                ("--max-hits", "max_hits", "most results (queries x k) per request"),
+                ("--max-response-bytes", "max_response_bytes", "largest answer, estimated before searching"),
+                ("--batch-slots", "batch_slots", "multi-threaded batch searches at a time (single queries never "
+                                                 "wait)"),
+                ("--max-connections", "max_connections", "open connections (503 and close beyond)"),
+                ("--max-header-bytes", "max_header_bytes", "request line + headers (400 beyond)")]
+SERVE_TIMEOUTS = [("--request-timeout", "request_timeout", "seconds to answer once the body is in (504 beyond)"),
+                  ("--body-timeout", "body_timeout", "seconds to receive the request body (408 beyond)"),
+                  ("--header-timeout", "header_timeout", "seconds for a connection to send a request's headers "
+                                                         "(408 beyond)"),
+                  ("--keep-alive-timeout", "keep_alive_timeout", "idle seconds kept between requests")]
+
+
+def positive_seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return v
 
 
 def add_parsers(sub) -> None:
@@ -29,6 +53,12 @@ def add_parsers(sub) -> None:
     for flag, field, text in SERVE_LIMITS:
         default = getattr(ServiceSettings, field)
         sv.add_argument(flag, dest=field, type=positive_int, default=default, help=f"{text} (default {default})")
+    sv.add_argument("--batch-nice", type=int, choices=range(0, 20), metavar="0..19", default=ServiceSettings.batch_nice,
+                    help="lower CPU priority (Linux nice) of batch requests' threads, so they cannot starve single "
+                         f"queries; 0 = same priority (default {ServiceSettings.batch_nice})")
+    for flag, field, text in SERVE_TIMEOUTS:
+        default = getattr(ServiceSettings, field)
+        sv.add_argument(flag, dest=field, type=positive_seconds, default=default, help=f"{text} (default {default:g})")
     sv.add_argument("--threads", type=positive_int, help="search threads of a batch request (default: all cores)")
     sv.add_argument("--api-key-env", metavar="VAR", help="require the API key held in environment variable VAR")
     sv.add_argument("--api-key-header", default="X-API-Key", help="header carrying the API key (default X-API-Key)")
@@ -49,7 +79,8 @@ def cmd_serve(args) -> int:
         if not key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; "
                               "export the key there first")
-    settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS}, threads=args.threads,
+    settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS + SERVE_TIMEOUTS},
+                               threads=args.threads, batch_nice=args.batch_nice,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
                                collection=args.collection)
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,

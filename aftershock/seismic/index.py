@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import numba
@@ -24,6 +25,19 @@ from aftershock.seismic import kernels as K
 from aftershock.seismic.build import build_seismic
 from aftershock.seismic.checks import check_exact, check_seismic
 from aftershock.seismic.config import SearchParams, SeismicConfig
+
+
+_WORKQUEUE_LOCK = threading.Lock()
+
+
+def _parallel_guard():
+    """Concurrent parallel kernel launches are safe on the OpenMP and TBB threading layers; Numba's fallback
+    "workqueue" layer aborts on them, so there (or before the layer is known) launches take turns."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return _WORKQUEUE_LOCK
+    return _WORKQUEUE_LOCK if layer == "workqueue" else nullcontext()
 
 
 def _threads(threads: int | None) -> int:
@@ -207,7 +221,7 @@ class ExactIndex(BaseIndex):
         if len(queries):
             check_memory(min(nt, len(queries)) * 13.0 * self._n, f"exact search scratch for {nt} threads over "
                          f"{self._n} docs", "search with fewer threads")
-            with K.numba_threads(nt):
+            with _parallel_guard(), K.numba_threads(nt):
                 K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
                                      queries.indices, queries.values, k, nt, out_s, out_i)
         return SearchResult(out_s, out_i)
@@ -275,7 +289,8 @@ class SeismicIndex(BaseIndex):
         self.vocab = vocab
         self.build_stats = build_stats or {}
         self.max_blocks = int(np.diff(self.term_blk_ptr).max()) if self.term_blk_ptr.shape[0] > 1 else 0
-        self._lock = threading.Lock()
+        self._pool_lock = threading.Lock()  # guards only the free list of scratch sets, never a search
+        self._free_scratch: list = []
 
     @property
     def n_docs(self) -> int:
@@ -347,21 +362,29 @@ class SeismicIndex(BaseIndex):
         return {**super().info(), "config": self.config.to_dict(), "build_stats": dict(self.build_stats),
                 "n_blocks": self.n_blocks, "knn": int(self.knn.shape[1])}
 
-    def _scratch(self, n_chunks: int):
-        """Per-thread scratch reused across calls: a dense query, a visited bitset with the list of docs it
-        marked, two block accumulators. Kernels leave every buffer zeroed, so nothing is cleared per call.
-        Callers hold ``self._lock``."""
-        sc = getattr(self, "_scratch_arrays", None)
-        if sc is None or sc[0].shape[0] < n_chunks:
-            nb = max(self.max_blocks, 1)
-            check_memory(n_chunks * (4.0 * self.dim + 4.125 * self.n_docs + 8.0 * nb),
-                         f"search scratch for {n_chunks} threads (dim={self.dim}, {self.n_docs} docs)",
-                         "search with fewer threads")
-            sc = (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, (self.n_docs + 63) // 64), np.uint64),
-                  np.zeros((n_chunks, max(self.n_docs, 1)), np.int32), np.zeros((n_chunks, nb), np.float32),
-                  np.zeros((n_chunks, nb), np.float32))
-            self._scratch_arrays = sc
-        return sc
+    MAX_FREE_SCRATCH = 4  # scratch sets kept for reuse; more concurrent searches allocate their own
+
+    def _take_scratch(self, n_chunks: int):
+        """A scratch set (dense query, visited bitset with the list of docs it marked, two block accumulators,
+        each ``n_chunks`` rows) owned by this call alone, so concurrent searches never share one and need no
+        lock. Kernels leave every buffer zeroed, so a reused set is not cleared. Give it back with
+        `_give_scratch`."""
+        with self._pool_lock:
+            for j, sc in enumerate(self._free_scratch):
+                if sc[0].shape[0] >= n_chunks:
+                    return self._free_scratch.pop(j)
+        nb = max(self.max_blocks, 1)
+        check_memory(n_chunks * (4.0 * self.dim + 4.125 * self.n_docs + 8.0 * nb),
+                     f"search scratch for {n_chunks} threads (dim={self.dim}, {self.n_docs} docs)",
+                     "search with fewer threads")
+        return (np.zeros((n_chunks, self.dim), np.float32), np.zeros((n_chunks, (self.n_docs + 63) // 64), np.uint64),
+                np.zeros((n_chunks, max(self.n_docs, 1)), np.int32), np.zeros((n_chunks, nb), np.float32),
+                np.zeros((n_chunks, nb), np.float32))
+
+    def _give_scratch(self, sc) -> None:
+        with self._pool_lock:
+            if len(self._free_scratch) < self.MAX_FREE_SCRATCH:
+                self._free_scratch.append(sc)
 
     def kernel_arrays(self) -> K.SeismicArrays:
         """The arrays the search kernels read, by name (one `SeismicArrays`, so kernels take one argument)."""
@@ -385,13 +408,13 @@ class SeismicIndex(BaseIndex):
             ix = ix._replace(knn=knn_graph)
         args = (ix, queries.indptr, queries.indices, queries.values, k, params.query_cut,
                 np.float32(params.heap_factor), params.n_knn)
-        with self._lock:
-            scratch = self._scratch(n_chunks)
-            if n_chunks == 1:
-                K.seismic_search_serial(*args, out_s, out_i, stats, *scratch)
-            else:
-                with K.numba_threads(nt):
-                    K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
+        scratch = self._take_scratch(n_chunks)  # this call's own: concurrent searches run in parallel
+        if n_chunks == 1:
+            K.seismic_search_serial(*args, out_s, out_i, stats, *scratch)
+        else:
+            with _parallel_guard(), K.numba_threads(nt):
+                K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
+        self._give_scratch(scratch)  # not reached when a kernel raises: possibly dirty buffers are dropped
         self._last_stats = stats
         return SearchResult(out_s, out_i)
 

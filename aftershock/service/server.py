@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from aftershock.errors import BackendUnavailableError, FormatError
 from aftershock.index import read_meta
 from aftershock.seismic import load_index
 from aftershock.service.app import create_app
+from aftershock.service.protocol import GuardedH11Protocol
 from aftershock.index import read_documents
 from aftershock.service.settings import ServiceSettings
 
 ENV = "AFTERSHOCK_SERVE_CONFIG"
+# seconds a Python thread may hold the GIL while another waits (CPython's default is 0.005): a thread that
+# builds a large response then delays a small request's many GIL hand-offs by at most this much each
+SWITCH_INTERVAL = 0.001
 
 
 def load_query_encoder(model_dir):
@@ -72,8 +77,19 @@ def build_app(index_dir, model="default", documents=None, settings: ServiceSetti
 def app_from_env():
     """uvicorn factory for worker processes: the configuration comes from ``AFTERSHOCK_SERVE_CONFIG``."""
     cfg = json.loads(os.environ[ENV])
-    return build_app(cfg["index"], cfg.get("model"), cfg.get("documents"),
-                     ServiceSettings.from_json(cfg["settings"]))
+    settings = ServiceSettings.from_json(cfg["settings"])
+    GuardedH11Protocol.configure(settings)
+    return build_app(cfg["index"], cfg.get("model"), cfg.get("documents"), settings)
+
+
+def uvicorn_options(settings: ServiceSettings) -> dict:
+    """The connection limits of ``settings`` as `uvicorn.run` options: the guarded h11 protocol (connection cap,
+    header timeout, JSON refusals), ``limit_concurrency`` (503 beyond ``max_connections``), the keep-alive
+    timeout and h11's header size limit."""
+    GuardedH11Protocol.configure(settings)
+    return {"http": GuardedH11Protocol, "limit_concurrency": settings.max_connections + 1,
+            "timeout_keep_alive": max(1, int(round(settings.keep_alive_timeout))),
+            "h11_max_incomplete_event_size": settings.max_header_bytes}
 
 
 def serve(index_dir, model="default", documents=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
@@ -81,12 +97,14 @@ def serve(index_dir, model="default", documents=None, host: str = "127.0.0.1", p
     import uvicorn
 
     settings = settings or ServiceSettings()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if workers == 1:  # load here, so a bad index or model fails before the port opens
         app = build_app(index_dir, model, documents, settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                    **uvicorn_options(settings))
         return
     read_meta(index_dir)  # fail fast on a missing or damaged index
     os.environ[ENV] = json.dumps({"index": str(index_dir), "model": model and str(model),
                                   "documents": documents and str(documents), "settings": settings.to_json()})
     uvicorn.run("aftershock.service.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=access_log)
+                log_level=log_level, access_log=access_log, **uvicorn_options(settings))
