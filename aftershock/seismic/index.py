@@ -112,6 +112,17 @@ class BaseIndex:
     def _empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
 
+    @staticmethod
+    def _matched(out_s: np.ndarray, out_i: np.ndarray) -> SearchResult:
+        """The result without score-0 entries: a document that shares no weighted term with the query is no
+        hit (an all-zero query matches nothing, instead of k arbitrary documents). Scores are >= 0, so the
+        zeros are the tail of each row, which becomes padding."""
+        unmatched = (out_s <= 0) & (out_i >= 0)
+        if unmatched.any():
+            out_s[unmatched] = -np.inf
+            out_i[unmatched] = -1
+        return SearchResult(out_s, out_i)
+
     # ------------------------------------------------------------------ what other rooms may read
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored vector of document ``row``: (term ids int64 ascending, weights float32 as stored)."""
@@ -224,7 +235,7 @@ class ExactIndex(BaseIndex):
             with _parallel_guard(), K.numba_threads(nt):
                 K.exact_search_batch(self.inv_ptr, self.inv_docs, self.inv_vals, self._n, queries.indptr,
                                      queries.indices, queries.values, k, nt, out_s, out_i)
-        return SearchResult(out_s, out_i)
+        return self._matched(out_s, out_i)
 
     def _forward(self):
         """The document-major copy of the inverted index (built on first use, then kept)."""
@@ -416,7 +427,7 @@ class SeismicIndex(BaseIndex):
                 K.seismic_search_batch(*args, n_chunks, out_s, out_i, stats, *scratch)
         self._give_scratch(scratch)  # not reached when a kernel raises: possibly dirty buffers are dropped
         self._last_stats = stats
-        return SearchResult(out_s, out_i)
+        return self._matched(out_s, out_i)
 
     STATS = ("blocks_scored", "blocks_visited", "docs_scored")
 

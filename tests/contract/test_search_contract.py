@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import pytest
 
-from aftershock import SearchResult
+from aftershock import SearchResult, SparseBatch
 from aftershock.index.result import SearchIndex
 from aftershock.errors import BackendUnavailableError, ConfigError
 from aftershock.seismic import ExactIndex, SearchParams, SeismicIndex, load_index
@@ -236,3 +236,21 @@ def test_seismic_does_not_import_gpu():
     assert proc.returncode == 0, proc.stderr[-3000:]
     for f in (ROOT / "aftershock" / "seismic").rglob("*.py"):
         assert "aftershock.gpu" not in f.read_text(encoding="utf-8"), f
+
+
+@pytest.mark.parametrize("build", [ExactIndex.build, lambda d: SeismicIndex.build(d, n_postings=20)])
+def test_documents_sharing_no_weighted_term_are_no_hits(build):
+    """An all-zero query matches nothing (not k arbitrary documents at score 0); a query whose term only
+    a few documents hold gets those few, then padding."""
+    rng = np.random.default_rng(3)
+    rows = [(np.sort(rng.choice(np.arange(1, 40), 6, replace=False)), rng.uniform(0.1, 1, 6).astype(np.float32))
+            for _ in range(200)]
+    rows[7] = (np.array([0, 5]), np.array([0.5, 0.2], np.float32))  # term 0: only documents 7 and 9
+    rows[9] = (np.array([0, 8]), np.array([0.9, 0.1], np.float32))
+    docs = SparseBatch.from_rows(rows, dim=40)
+    queries = SparseBatch.from_rows([(np.array([3, 4]), np.zeros(2, np.float32)),
+                                     (np.array([0]), np.array([1.0], np.float32))], dim=40)
+    res = build(docs).search(queries, 5)
+    assert np.all(res.ids[0] == -1) and np.all(np.isneginf(res.scores[0]))
+    assert res.ids[1].tolist() == [9, 7, -1, -1, -1]
+    np.testing.assert_allclose(res.scores[1][:2], [0.9, 0.5], rtol=1e-3)
