@@ -322,7 +322,7 @@ class Collection:
             if self.schema:
                 import pyarrow as pa
 
-                table = pa.concat_tables(tables)
+                table = pa.concat_tables([F.conform(t, self.schema) for t in tables])
             name = f"seg-{next_segment:06d}"
             next_segment += 1
             new_entry = write_segment(root, name, docs, table, self.config)

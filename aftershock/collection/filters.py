@@ -99,6 +99,14 @@ def to_table(schema: dict, ids, metadata: list):
     return pa.table(cols)
 
 
+def conform(table, schema: dict):
+    """``table`` cast to the canonical column types of ``schema`` (Parquet may name list items differently)."""
+    import pyarrow as pa
+
+    target = pa.schema([(ID, pa.string())] + [(n, arrow_type(t)) for n, t in schema.items()])
+    return table if table.schema.equals(target) else table.select(target.names).cast(target)
+
+
 def write_table(table, path: Path) -> None:
     """Write Parquet atomically (temporary file, fsync, rename)."""
     import pyarrow.parquet as pq
