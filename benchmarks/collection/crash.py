@@ -157,6 +157,15 @@ def check(path, model: dict, pending, docs) -> dict:
     return out
 
 
+def warm_up(docs) -> None:
+    """Compile (and cache on disk) the build and search kernels once, so writers do not die compiling."""
+    from aftershock import ExactIndex, SeismicIndex
+
+    part = docs[np.arange(min(len(docs), 400))]
+    SeismicIndex.build(part, config().seismic).search(part[np.arange(3)], 5)
+    ExactIndex.build(part).search(part[np.arange(3)], 5)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=200)
@@ -174,6 +183,7 @@ def main(argv=None) -> int:
         print(json.dumps({"skipped": f"{args.vectors} not found"}))
         return 0
     docs = load_vectors(args.vectors)
+    warm_up(docs)
     tmp = tempfile.TemporaryDirectory(prefix="aftershock-crash-") if not args.dir else None
     root = Path(args.dir or tmp.name)
     path = root / "coll"

@@ -28,12 +28,13 @@ def model_of(batch, model=None):
 def test_upsert_search_delete_reopen(tmp_path):
     rng = np.random.default_rng(0)
     c = Collection.create(tmp_path / "c", dim=DIM, config=EXACT)
-    docs = random_docs(rng, [f"d{i}" for i in range(60)])  # 60 > buffer_docs: two auto-flushes
-    c.upsert(docs)
+    docs = random_docs(rng, [f"d{i}" for i in range(60)])
+    for a in range(0, 60, 20):  # the buffer (25) flushes twice
+        c.upsert(docs[a:a + 20])
     model = model_of(docs)
     qs = queries()
     check_topk(c.search(qs, k=5), model, qs, 5)
-    assert c.count() == 60 and len(c.info()["segments"]) >= 2
+    assert c.count() == 60 and len(c.info()["segments"]) == 1 and c.info()["buffer_docs"] == 20
     again = random_docs(rng, [f"d{i}" for i in range(0, 60, 3)])  # replace every third
     c.upsert(again)
     model_of(again, model)
