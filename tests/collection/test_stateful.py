@@ -86,6 +86,6 @@ class SeismicMachine(CollectionMachine):
 
 
 TestCollectionStateful = CollectionMachine.TestCase
-TestCollectionStateful.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
+TestCollectionStateful.settings = settings(max_examples=20, stateful_step_count=25, deadline=None)
 TestSeismicStateful = SeismicMachine.TestCase
-TestSeismicStateful.settings = settings(max_examples=15, stateful_step_count=20, deadline=None)
+TestSeismicStateful.settings = settings(max_examples=10, stateful_step_count=20, deadline=None)
