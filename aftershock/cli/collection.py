@@ -119,7 +119,8 @@ def _metadata(path: str | None) -> dict | None:
         key = "_id" if "_id" in r else "id"
         if key not in r:
             raise FormatError(f"{path}: a metadata record has no id or _id field: {str(r)[:120]}")
-        out[str(r.pop(key))] = {k: v for k, v in r.items() if v is not None}
+        doc_id = str(r.pop(key))
+        out[doc_id] = {k: v for k, v in r.items() if v is not None}
     return out
 
 

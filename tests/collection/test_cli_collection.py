@@ -27,6 +27,7 @@ def test_cli_round_trip(tmp_path, capsys):
     assert main(["collection", "delete", c, "d0", "d1", "nope"]) == 0
     assert "deleted 2 of 3" in capsys.readouterr().out
     assert main(["collection", "optimize", c]) == 0
+    assert "optimized" in capsys.readouterr().out
     assert main(["collection", "info", c]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["count"] == 28 and len(info["segments"]) == 1
