@@ -5,6 +5,7 @@ in flight is applied entirely or not at all. The long run is `benchmarks/collect
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ VECTORS = ROOT.parent / "shared" / "vectors" / "splade-tiny" / "scifact.docs.npz
 
 @pytest.mark.skipif(not VECTORS.exists(), reason=f"{VECTORS} is not here")
 def test_short_crash_run(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--kills", "20", "--max-seconds", "45", "--max-delay", "0.8",
+    out = subprocess.run([sys.executable, str(SCRIPT), "--kills", "20", "--max-seconds", "40", "--max-delay", "0.8",
                           "--vectors", str(VECTORS), "--dir", str(tmp_path), "--seed", "1"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["lost"] == 0 and res["half"] == 0 and res["unopenable"] == 0 and res["writer_errors"] == 0
