@@ -184,22 +184,36 @@ def cmd_info(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from aftershock.collection import Collection
     from aftershock.seismic import SearchParams
 
     params = SearchParams().with_(**given(args, [f.name for f in fields(SearchParams)]))
-    filt = _json_arg(args.filter, "--filter")
-    c = Collection.open(args.path, read_only=True)
-    fmt = guess_format(args.queries, args.format)
-    queries = read_vectors(args.queries, format=fmt, ids=args.query_ids, dim=None if fmt == "jsonl" else c.dim,
+    return search_to_run(args.path, args.queries, args.format, args.query_ids, args.hits, params, args.filter,
+                         args.output, f"{PROG}-collection")
+
+
+def is_collection(path) -> bool:
+    """``path`` is a collection directory (it has a CURRENT manifest pointer)."""
+    return (Path(path) / "CURRENT").is_file()
+
+
+def search_to_run(path, queries_path, fmt, query_ids, k: int, params, filter_json, output, tag: str) -> int:
+    """Search collection ``path`` with the queries of a file (``--filter`` JSON text or file) into a TREC run.
+    Also what ``aftershock search --index COLLECTION [--filter JSON]`` calls."""
+    from aftershock.collection import Collection
+    from aftershock.index import write_trec_run
+
+    filt = _json_arg(filter_json, "--filter")
+    c = Collection.open(path, read_only=True)
+    fmt = guess_format(queries_path, fmt)
+    queries = read_vectors(queries_path, format=fmt, ids=query_ids, dim=None if fmt == "jsonl" else c.dim,
                            vocab=c.vocab if fmt == "jsonl" else None, unknown="drop", what="queries")
     t0 = time.perf_counter()
-    scores, ids = c.search(queries, k=args.hits, params=params, filter=filt)
+    scores, ids = c.search(queries, k=k, params=params, filter=filt)
     dt = time.perf_counter() - t0
     run = {str(q): {d: float(s) for s, d in zip(scores[j], ids[j]) if d is not None}
            for j, q in enumerate(queries.ids)}
-    from aftershock.index import write_trec_run
-
-    write_trec_run(run, args.output, tag=f"{PROG}-collection")
-    print(f"searched {len(queries)} queries in {dt:.2f} s -> {args.output}", file=sys.stderr)
+    write_trec_run(run, output, tag=tag)
+    nq = max(len(queries), 1)
+    print(f"searched {len(queries)} queries in {dt:.2f} s ({dt / nq * 1e6:.0f} us/query) over {c.count()} documents "
+          f"-> {output}", file=sys.stderr)
     return 0
