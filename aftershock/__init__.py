@@ -7,6 +7,7 @@ with a factory that imports ``aftershock.gpu`` only when asked). ``load_index(pa
 from aftershock.index import SearchResult, SparseBatch, Vocabulary, read_vectors, write_vectors
 from aftershock.index.backends import backends, register_backend, to_backend
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
+from aftershock.collection import Collection, CollectionConfig, CollectionResult
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,4 @@ register_backend("cuda", _to_cuda, _cuda_available, _CUDA_HINT)
 
 __all__ = ["SparseBatch", "Vocabulary", "SearchResult", "SearchParams", "SeismicConfig", "ExactIndex",
            "SeismicIndex", "load_index", "read_vectors", "write_vectors", "backends", "register_backend",
-           "to_backend", "__version__"]
+           "to_backend", "Collection", "CollectionConfig", "CollectionResult", "__version__"]

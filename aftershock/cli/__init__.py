@@ -18,9 +18,10 @@ import sys
 
 from aftershock import __version__
 from aftershock.cli import bench, demo, encode, eval as eval_cmd, index, serve, train
+from aftershock.cli import collection  # aftershock collection create / upsert / delete / optimize / info / search
 from aftershock.cli.common import PROG, guarded
 
-GROUPS = (index, demo, encode, eval_cmd, serve, train, bench)
+GROUPS = (index, demo, encode, eval_cmd, serve, train, bench, collection)
 
 
 def build_parser() -> argparse.ArgumentParser:

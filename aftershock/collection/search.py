@@ -1,0 +1,90 @@
+"""Search over one consistent generation: every segment and the buffer with the same k, deleted and
+filtered rows dropped, the per-segment top-k merged by score (ties by external id, for determinism)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from aftershock.collection.filters import filter_mask
+from aftershock.collection.segment import score_exact, search_segment
+from aftershock.errors import ConfigError, TermIdOutOfRangeError
+from aftershock.index import SparseBatch
+
+
+class CollectionResult(NamedTuple):
+    """Top-k per query of a collection: ``scores`` float32 (nq, k) best first, ``ids`` an object array (nq, k)
+    of **external string ids**, padded with ``-inf`` / ``None`` when fewer than k documents match.
+
+    It unpacks like every `SearchResult`: ``scores, ids = collection.search(...)``; the difference is only
+    what ``ids`` hold (a collection has no stable row numbers: rows move at every flush and merge).
+    ``doc_ids()`` gives the ids per query without padding (as ``SearchResult.doc_ids(names)`` does)."""
+
+    scores: np.ndarray
+    ids: np.ndarray
+
+    def doc_ids(self, names=None) -> list[list[str]]:
+        return [[x for x in row if x is not None] for row in self.ids]
+
+
+def check_queries(queries, k, dim: int) -> SparseBatch:
+    if not isinstance(queries, SparseBatch):
+        import scipy.sparse as sp
+
+        if not sp.issparse(queries):
+            raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__}")
+        queries = SparseBatch.from_scipy(queries, what="queries")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k={k!r} must be an integer >= 1")
+    if queries.nnz and int(queries.indices.max()) >= dim:
+        raise TermIdOutOfRangeError(f"a query has term id {int(queries.indices.max())} >= the collection's dim "
+                                    f"{dim}; encode queries with the collection's vocabulary")
+    return queries
+
+
+def as_scipy(queries: SparseBatch, dim: int):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((queries.values, queries.indices, queries.indptr), shape=(len(queries), dim))
+
+
+def merge(parts: list[tuple[np.ndarray, np.ndarray]], nq: int, k: int) -> CollectionResult:
+    """Merge per-source (scores (nq, k_i), external ids (nq, k_i) object, None = padding) into the top-k."""
+    if not parts:
+        return CollectionResult(np.full((nq, k), -np.inf, np.float32), np.full((nq, k), None, dtype=object))
+    S = np.concatenate([p[0] for p in parts], axis=1).astype(np.float32)
+    ID = np.concatenate([p[1] for p in parts], axis=1)
+    valid = ID != None  # noqa: E711 - elementwise
+    S = np.where(valid, S, -np.inf)
+    names = np.where(valid, ID, "").astype(str)
+    _, rank = np.unique(names, return_inverse=True)
+    rank = rank.reshape(S.shape)
+    order = np.lexsort((rank, -S), axis=1)[:, :k]
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_i = np.full((nq, k), None, dtype=object)
+    m = order.shape[1]
+    out_s[:, :m] = np.take_along_axis(S, order, 1)
+    ids = np.take_along_axis(ID, order, 1)
+    out_i[:, :m] = np.where(out_s[:, :m] > -np.inf, ids, None)
+    return CollectionResult(out_s, out_i)
+
+
+def search_generation(gen, queries: SparseBatch, k: int, params, filt, config) -> CollectionResult:
+    """Search snapshot ``gen`` (a `collection.Generation`): segments with their deletion masks, the buffer."""
+    nq = len(queries)
+    Q = as_scipy(queries, gen.dim)
+    parts = []
+    for seg, deleted in gen.segments:
+        allowed = filter_mask(filt, gen.schema, seg.table, seg.doc_ids) if filt else None
+        s, rows = search_segment(seg, deleted, allowed, queries, Q, k, params, config)
+        ids = np.where(rows >= 0, seg.doc_ids[np.maximum(rows, 0)], None) if seg.n else np.full(rows.shape, None)
+        parts.append((s, ids))
+    buf = gen.buffer
+    if buf.n:
+        rows = np.arange(buf.n)
+        if filt:
+            rows = np.flatnonzero(filter_mask(filt, gen.schema, buf.table, buf.ids))
+        s, r = score_exact(buf.matrix, rows, Q, k)
+        parts.append((s, np.where(r >= 0, buf.ids[np.maximum(r, 0)], None)))
+    return merge(parts, nq, k)
