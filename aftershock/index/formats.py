@@ -183,6 +183,8 @@ def iter_parquet(path, batch_size: int = 65536, dim: int | None = None, vocab=No
     pf = pq.ParquetFile(str(path))
     if dim is None and pf.schema_arrow.metadata and b"aftershock.dim" in pf.schema_arrow.metadata:
         dim = int(pf.schema_arrow.metadata[b"aftershock.dim"])
+    if vocab is None and pf.schema_arrow.metadata and b"aftershock.vocab" in pf.schema_arrow.metadata:
+        vocab = Vocabulary(json.loads(pf.schema_arrow.metadata[b"aftershock.vocab"]))  # written by to_arrow
     for rb in pf.iter_batches(batch_size=batch_size):
         yield from_arrow(rb, dim=dim, vocab=vocab, what=what)
 
@@ -253,7 +255,7 @@ def read_vectors(path, format: str | None = None, ids=None, dim: int | None = No
         batch = read_parquet(path, dim=dim, vocab=vocab, what=what)
         if ids is not None:
             batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
-                                            vocab=vocab, what=what, copy=False)
+                                            vocab=batch.vocab, what=what, copy=False)
         return batch
     raise FormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
