@@ -12,7 +12,7 @@ import numpy as np
 
 from aftershock.cli.common import (PROG, add_config_flags, check_trec_id, fmt_bytes, given, guess_format,
                                    positive_int, vocab_arg)
-from aftershock.cli.output import atomic_output, compiling_notice, kernels_cold
+from aftershock.cli.output import atomic_output, clamp_threads, compiling_notice, kernels_cold
 from aftershock.errors import ConfigError, FormatError
 from aftershock.index import FORMATS, SparseBatch, read_vectors
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
@@ -63,6 +63,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_build(args) -> int:
+    args.threads = clamp_threads(args.threads)
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)
     config = SeismicConfig().with_(**overrides)  # validates every value before the data is read
@@ -206,6 +207,7 @@ def warm_up(index, queries, k, params, n_threads, batch_size) -> None:
 def cmd_search(args) -> int:
     from tqdm.auto import tqdm
 
+    args.threads = clamp_threads(args.threads) if isinstance(args.threads, int) and args.threads > 0 else args.threads
     params = SearchParams().with_(**given(args, SEARCH_FIELDS))  # validates every value
     index = load_index(args.index, mmap=True)
     queries = read_queries(args, index)

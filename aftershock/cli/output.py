@@ -65,3 +65,18 @@ def compiling_notice(what: str, *dispatchers):
     finally:
         if cold:
             print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def clamp_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """``threads`` capped at the cores Numba may use here, with a warning on stderr when it is capped (a
+    silent cap makes timings of "4 threads" that ran on 2)."""
+    if threads is None:
+        return None
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads > limit:
+        print(f"aftershock: warning: {flag} {threads} is more than the {limit} cores available here "
+              f"(NUMBA_NUM_THREADS); using {limit}", file=sys.stderr)
+        return limit
+    return threads

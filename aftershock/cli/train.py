@@ -64,11 +64,11 @@ def cmd_train_data(args) -> int:
     t0 = time.perf_counter()
     if args.step == "prepare":
         default_data = api.default_data_dir()
-        if args.data is None and not default_data.is_dir():
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else api.SOURCES
+        if args.data is None and not default_data.is_dir() and any(s in api.SOURCES for s in sources):
             raise ConfigError(f"train-data prepare needs --data DIR: the folder of BEIR-layout datasets (scifact/, "
                               f"cranfield/, ...; {default_data} does not exist), or name your own folders with "
                               "--sources qrels:DIR,titles:DIR and --data DIR")
-        sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else api.SOURCES
         st = api.prepare(args.data or default_data, args.output, sources, lexicon_queries=args.lexicon_queries,
                          depth=args.depth, n_negatives=args.negatives, n_top=args.top, dev_fraction=args.dev_fraction,
                          seed=args.seed, scale=args.scale, max_chars=args.max_chars, compress=not args.no_gzip,
