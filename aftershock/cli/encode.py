@@ -64,7 +64,7 @@ def cmd_encode(args) -> int:
     with atomic_output(out) as tmp, (atomic_output(ids_path) if ids_path else nullcontext()) as tmp_ids:
         stats = encode_corpus(encoder, args.input, tmp, side=args.side, chunk=args.chunk, ids_path=tmp_ids)
     dt = time.perf_counter() - t0
-    print(f"encoded {stats['rows']} {args.side}s in {dt:.1f} s ({stats['rows'] / max(dt, 1e-9):.0f}/s), "
+    print(f"encoded {stats['rows']} {'queries' if args.side == 'query' else 'documents'} in {dt:.1f} s ({stats['rows'] / max(dt, 1e-9):.0f}/s), "
           f"nnz {stats['nnz']} ({stats['nnz'] / max(stats['rows'], 1):.1f}/row), dim {stats['dim']} -> {out}"
           + (f" (ids: {ids_path})" if ids_path else ""))
     if not out.name.endswith((".parquet", ".pq", ".jsonl", ".jsonl.gz", ".json")):

@@ -101,6 +101,8 @@ def cmd_train(args) -> int:
     if args.max_steps:
         config.optim.max_steps = args.max_steps
     summary = train(config, resume=args.resume)
-    print(f"done: {summary['steps']} steps, best dev MRR@10 {summary['best_dev_mrr10']} (step {summary['best_step']}); "
+    mrr = summary["best_dev_mrr10"]
+    mrr = f"{mrr:.4f}" if isinstance(mrr, (int, float)) else mrr
+    print(f"done: {summary['steps']} steps, best dev MRR@10 {mrr} (step {summary['best_step']}); "
           f"model in {summary['model']}")
     return 0

@@ -63,7 +63,7 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
                     elif unknown == "drop":
                         continue
                     else:
-                        vocab.id_of(tok, f"{path}:{lineno} ({what[:-1]} {ids[-1]!r}): ")
+                        vocab.id_of(tok, f"{path}:{lineno} ({what[:-3] + 'y' if what.endswith('ies') else what[:-1]} {ids[-1]!r}): ")
                 idx.append(t)
                 val.append(w)
                 n += 1

@@ -434,4 +434,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                              "hits": {"total": {"value": len(out), "relation": "eq"},
                                       "max_score": out[0]["_score"] if out else None, "hits": out}})
 
+    from aftershock.service.static import search_page  # the search page at / (owned by aftershock/service/static)
+
+    app.add_api_route("/", search_page, include_in_schema=False)
     return app
