@@ -60,12 +60,14 @@ def check(args) -> str | None:
     if cmd not in COMMANDS:
         return None
     extra, mods = COMMANDS[cmd]
+    if cmd == "encode" and not needs_encoders(args):
+        extra, mods = "query", ("tokenizers",)  # bm25 / idf: / binary: run without torch
     gone = missing(mods)
-    if not gone and needs_encoders(args) and cmd != "encode":
-        gone, extra = missing(ENCODE), ("train" if cmd.startswith("train") else "encode")
+    if not gone and cmd != "encode" and needs_encoders(args):
+        gone = missing(ENCODE)
+        extra = "train" if cmd.startswith("train") else "eval,encode"
     if not gone:
         return None
-    extra = "eval,encode" if cmd == "eval" and extra == "encode" else extra
     return (f"`aftershock {cmd}` needs the '{extra}' extra ({', '.join(gone)} not installed): {hint(extra)}"
             + (torch_hint() if "torch" in gone else ""))
 

@@ -155,8 +155,8 @@ def fit_to_index(q: SparseBatch, index, args) -> SparseBatch:
     top = int(q.indices.max()) if q.nnz else -1
     if top >= index.dim:
         row = int(np.searchsorted(q.indptr, int(np.argmax(q.indices)), side="right") - 1)
-        hint = (" (its dim was inferred from the documents as largest term id + 1)"
-                if index.vocab is None else "")
+        hint = (" (an index built without --dim or --vocab takes the dim its file records, else the largest "
+                "term id + 1)" if index.vocab is None else "")
         raise FormatError(f"query {q.ids[row]!s} of {args.queries} has term id {top}, but the index {args.index} "
                           f"has dim {index.dim}{hint}; rebuild the index with --dim {max(q.dim, top + 1)} (or --vocab), "
                           "or use queries encoded for this index")
