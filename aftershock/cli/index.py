@@ -50,7 +50,8 @@ def add_parsers(sub) -> None:
                    "no ids, unless --row-ids)")
     s.add_argument("--row-ids", action="store_true", help="use row numbers 0..n-1 as query ids (only for files "
                    "without ids; right only when your qrels use row numbers)")
-    s.add_argument("--dim", type=positive_int, help="query dimension for .bin/.npz (default: the index's)")
+    s.add_argument("--dim", type=positive_int, help="query dimension for .bin/.npz (default: the file's, else the "
+                   "largest term id + 1; term ids must be below the index's dim)")
     s.add_argument("--vocab", help="vocabulary for JSONL queries when the index stores none")
     s.add_argument("--hits", "-k", type=positive_int, default=10, help="results per query (default 10)")
     g = s.add_argument_group("search parameters (SearchParams; an exact index uses only --threads)")
@@ -161,7 +162,8 @@ def fit_to_index(q: SparseBatch, index, args) -> SparseBatch:
                           f"has dim {index.dim}{hint}; rebuild the index with --dim {max(q.dim, top + 1)} (or --vocab), "
                           "or use queries encoded for this index")
     if q.dim != index.dim:
-        q = SparseBatch.from_arrays(q.indptr, q.indices, q.values, ids=q.ids, dim=index.dim, vocab=q.vocab,
+        vocab = q.vocab if q.vocab is not None and len(q.vocab) == index.dim else index.vocab
+        q = SparseBatch.from_arrays(q.indptr, q.indices, q.values, ids=q.ids, dim=index.dim, vocab=vocab,
                                     what="queries", copy=False)
     return q
 
