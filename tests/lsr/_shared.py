@@ -4,7 +4,8 @@ made from what the package ships, so a clone alone runs these tests:
 
 - ``MODEL``: the shipped model's BERT-tiny document encoder as a plain Hugging Face masked-LM directory
   (its ``config.json``, weights and tokenizer, without ``aftershock_encoder.json``);
-- ``DATA / "adi"``: a small BEIR folder made from the bundled Cranfield collection (titles as texts).
+- ``DATA / "adi"`` and ``DATA / "scifact"``: small BEIR folders made from the bundled Cranfield collection
+  (titles as texts, its qrels as test and train qrels).
 
 ``REAL_MODEL`` / ``REAL_DATA`` say which one is in use; ``needs_real_model`` / ``needs_real_data`` skip the
 few tests that check facts of SPLADE-tiny or of the shared collections themselves.
@@ -45,10 +46,13 @@ def _stand_in_model() -> Path:
 
 
 def _stand_in_data() -> Path:
+    """``adi/`` (test qrels) and ``scifact/`` (train and test qrels), both the bundled Cranfield titles."""
     src = PACKAGE / "data" / "cranfield"
     root = _stand_in_root() / "data"
-    adi = root / "adi"
-    if not (adi / "corpus.jsonl.gz").is_file():
+    for name, splits in (("adi", ("test",)), ("scifact", ("train", "test"))):
+        folder = root / name
+        if (folder / "corpus.jsonl.gz").is_file():
+            continue
         tmp = Path(tempfile.mkdtemp(dir=_mk(root)))
         (tmp / "qrels").mkdir()
         with open(src / "titles.tsv", encoding="utf-8") as f, gzip.open(tmp / "corpus.jsonl.gz", "wt") as out:
@@ -56,9 +60,10 @@ def _stand_in_data() -> Path:
                 did, _, text = line.rstrip("\n").partition("\t")
                 out.write(json.dumps({"_id": did, "title": "", "text": text}) + "\n")
         shutil.copyfile(src / "queries.jsonl", tmp / "queries.jsonl")
-        shutil.copyfile(src / "qrels" / "test.tsv", tmp / "qrels" / "test.tsv")
-        shutil.rmtree(adi, ignore_errors=True)
-        tmp.rename(adi)
+        for split in splits:
+            shutil.copyfile(src / "qrels" / "test.tsv", tmp / "qrels" / f"{split}.tsv")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
     return root
 
 
