@@ -85,7 +85,7 @@ def test_failed_search_keeps_the_existing_run_file(files, capsys):
     write_vectors(narrow, files / "narrow.npz")
     assert main(["search", "--index", str(idx), "--queries", str(files / "narrow.npz"), "--row-ids",
                  "--output", str(run)]) == 0
-    assert "precious" not in run.read_text() and run.read_text().startswith("n0 Q0 ")
+    assert "precious" not in run.read_text() and run.read_text().startswith("0 Q0 ")
 
 
 def test_inferred_dim_is_reported_and_a_larger_query_is_a_clear_error(files, capsys):
