@@ -28,6 +28,8 @@ BLOCKS = {
     "D=aftershock/data/cranfield": "run",
     "bash .ci/run": "the CI itself",
     "aftershock encode --model default": "run",
+    "aftershock eval --dataset path/to/scifact": "needs a BEIR dataset: tests/eval/test_effectiveness.py runs "
+                                                  "eval on a folder made from the bundled data",
     "aftershock train-data prepare": "needs BEIR datasets (--data): tests/cli/test_train_cli.py runs prepare on a "
                                      "generated folder",
     "aftershock train --config": "needs a training config and data: tests/train/test_trainer.py",

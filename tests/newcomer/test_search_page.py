@@ -59,8 +59,8 @@ def hits(dom: str) -> list[tuple[str, float, str]]:
     for li in re.findall(r'<li class="hit">(.*?)</li>', dom, re.S):
         hid = re.search(r'<span class="hid">(.*?)</span>', li).group(1)
         score = float(re.search(r'<span class="score">(.*?)</span>', li).group(1))
-        title = re.search(r'<div class="title">(.*?)</div>', li)
-        out.append((html.unescape(hid), score, html.unescape(title.group(1)) if title else ""))
+        text = re.search(r'<div class="(?:title|text)">(.*?)</div>', li)
+        out.append((html.unescape(hid), score, html.unescape(text.group(1)) if text else ""))
     return out
 
 
