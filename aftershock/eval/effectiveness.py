@@ -163,7 +163,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv) or a cached ir_datasets "
                         "id; repeat or comma-separate for several")
     p.add_argument("--systems", required=True,
-                   help="comma list: bm25, bm25s (the bm25s library as a peer), model directories, idf:DIR, binary:DIR")
+                   help="comma list: bm25, bm25s (the bm25s library as a peer), default (the shipped model), model "
+                        "directories, idf:DIR, binary:DIR; all are checked before the first one runs")
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--k", type=int, default=1000, help="results per query (default 1000, for R@1000)")
     p.add_argument("--approx", action="store_true", help="also search a Seismic index (default SeismicConfig)")

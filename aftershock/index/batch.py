@@ -209,7 +209,7 @@ class SparseBatch:
 
         def row_of(pos: int) -> str:
             r = int(np.searchsorted(indptr, pos, side="right") - 1)
-            return f"{what[:-1] if what.endswith('s') else what} {ids[r]!r} (row {r})"
+            return f"{what[:-3] + 'y' if what.endswith('ies') else what[:-1] if what.endswith('s') else what} {ids[r]!r} (row {r})"
 
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:

@@ -77,7 +77,7 @@ def read_jsonl(path, vocab: Vocabulary | None = None, dim: int | None = None, un
                     elif unknown == "drop":
                         continue
                     else:
-                        vocab.id_of(tok, f"{path}:{lineno} ({what[:-1]} {ids[-1]!r}): ")
+                        vocab.id_of(tok, f"{path}:{lineno} ({what[:-3] + 'y' if what.endswith('ies') else what[:-1]} {ids[-1]!r}): ")
                 idx.append(t)
                 val.append(w)
                 n += 1
@@ -197,8 +197,11 @@ def iter_parquet(path, batch_size: int = 65536, dim: int | None = None, vocab=No
 
     with reading(path, "Parquet"):
         pf = pq.ParquetFile(str(path))
-        if dim is None and pf.schema_arrow.metadata and b"aftershock.dim" in pf.schema_arrow.metadata:
-            dim = int(pf.schema_arrow.metadata[b"aftershock.dim"])
+        meta = pf.schema_arrow.metadata or {}
+        if dim is None and b"aftershock.dim" in meta:
+            dim = int(meta[b"aftershock.dim"])
+        if vocab is None and b"aftershock.vocab" in meta:
+            vocab = Vocabulary(json.loads(meta[b"aftershock.vocab"]))  # written by to_arrow
         batches = pf.iter_batches(batch_size=batch_size)
     while True:
         with reading(path, "Parquet"):
@@ -295,7 +298,7 @@ def read_vectors(path, format: str | None = None, ids=None, dim: int | None = No
         batch = read_parquet(path, dim=dim, vocab=vocab, what=what, max_terms_per_doc=mt)
         if ids is not None:
             batch = SparseBatch.from_arrays(batch.indptr, batch.indices, batch.values, ids=ids, dim=batch.dim,
-                                            vocab=vocab, what=what, copy=False)
+                                            vocab=batch.vocab, what=what, copy=False)
         return batch
     raise FormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 

@@ -8,10 +8,11 @@ import numpy as np
 
 
 class SearchResult(NamedTuple):
-    """Top-k per query: ``scores`` float32 (nq, k) best first, ``ids`` int64 row numbers (nq, k).
+    """Top-k per query: ``scores`` float32 (nq, k) best first, ``ids`` int64 (nq, k).
 
-    Rows with fewer than k hits are padded with ``-inf`` / ``-1`` (as faiss does). Unpacks as
-    ``scores, ids = index.search(...)``.
+    ``ids`` are **row numbers** (positions of the documents in the batch the index was built from, as in
+    faiss), not the documents' own ids: ``result.doc_ids(index.doc_ids)`` gives those. Rows with fewer than
+    k hits are padded with ``-inf`` / ``-1``. Unpacks as ``scores, rows = index.search(...)``.
     """
 
     scores: np.ndarray

@@ -47,7 +47,10 @@ def to_arrow(batch: SparseBatch):
          lists.from_arrays(offsets, pa.array(batch.values))],
         names=["id", "indices", "values"],
     )
-    return table.replace_schema_metadata({b"aftershock.dim": str(batch.dim).encode()})
+    meta = {b"aftershock.dim": str(batch.dim).encode()}
+    if batch.vocab is not None:  # the vocabulary travels with the vectors (token queries, serve, build)
+        meta[b"aftershock.vocab"] = json.dumps(batch.vocab.tokens, ensure_ascii=False).encode()
+    return table.replace_schema_metadata(meta)
 
 
 class VectorWriter:

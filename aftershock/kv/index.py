@@ -1,4 +1,4 @@
-"""`DenseBlockIndex`: the Seismic skeleton (blocks -> summaries -> best-first visiting with heap_factor ->
+"""`DenseBlockIndex`: the Seismic skeleton (blocks -> summaries -> best-first visiting with radius_factor ->
 kNN-graph refinement) over dense keys, for maximum-inner-product search of attention queries.
 
 Build:
@@ -17,7 +17,7 @@ Build:
     topped up from the key-kNN graph.
 
 Search (`search(q, k, params, **overrides)`, statistics in ``last_stats``): see
-``kernels.dense_search_one``. ``heap_factor`` (0, 1] shrinks the radius term of the block estimate (1 = exact upper bound: with ``n_knn=0`` and ``heap_factor=1`` the
+``kernels.dense_search_one``. ``radius_factor`` (0, 1] shrinks the radius term of the block estimate (1 = exact upper bound: with ``n_knn=0`` and ``radius_factor=1`` the
 result is the exact top-k). ``n_knn`` graph neighbours of each result are rescored.
 """
 
@@ -67,12 +67,13 @@ class DenseConfig(Config):
 
 @dataclass(frozen=True)
 class DenseSearchParams(Config):
-    """Query-time knobs, with the sparse index's names: a block is skipped once its estimate
-    ``qs.c + heap_factor |qs| r`` is below the k-th best score; ``n_knn`` graph neighbours of each result
+    """Query-time knobs: a block is skipped once its estimate ``qs.c + radius_factor |qs| r`` is below the
+    k-th best score. ``radius_factor`` is not the sparse index's ``heap_factor``: it runs the other way (1 =
+    the exact upper bound, the safest; lower = more blocks skipped = faster, lower recall); ``n_knn`` graph neighbours of each result
     are scored, for up to ``refine_rounds`` rounds (each expands the results not yet expanded);
     ``threads`` (None = all cores) parallelise a batch over queries."""
 
-    heap_factor: float = 0.2
+    radius_factor: float = 0.2
     n_knn: int = 32
     refine_rounds: int = 16
     threads: int | None = None
@@ -80,7 +81,7 @@ class DenseSearchParams(Config):
     none_keeps = True  # with_(n_knn=None) keeps the current value
 
     def __post_init__(self):
-        check(0 < self.heap_factor <= 1, f"heap_factor={self.heap_factor!r} must be in (0, 1] (1 = exact bound)")
+        check(0 < self.radius_factor <= 1, f"radius_factor={self.radius_factor!r} must be in (0, 1] (1 = exact bound)")
         check(is_int(self.n_knn, 0), f"n_knn={self.n_knn!r} must be an integer >= 0")
         check(is_int(self.refine_rounds, 1),
               f"refine_rounds={self.refine_rounds!r} must be an integer >= 1")
@@ -291,7 +292,7 @@ class DenseBlockIndex:
     def search(self, queries, k: int = 10, params: DenseSearchParams | None = None, **overrides) -> SearchResult:
         """Top-``k`` keys by inner product for each query row: `SearchResult` (nq, k), best first, padded with
         -inf / -1; ids are the build's ``ids`` (default: key rows). ``params`` (or keyword overrides:
-        heap_factor, n_knn, refine_rounds, threads). ``last_stats`` then holds per-query counts of blocks
+        radius_factor, n_knn, refine_rounds, threads). ``last_stats`` then holds per-query counts of blocks
         estimated, blocks visited and keys scored."""
         if params is not None and not isinstance(params, DenseSearchParams):
             raise ConfigError(f"params must be a DenseSearchParams, got {type(params).__name__}")
@@ -312,7 +313,7 @@ class DenseBlockIndex:
             stamp0 = np.int32(self._stamp)
             self._stamp += nq + 1
             args = (self.keys, self.blk_ptr, self.key_blk, self.cents, self.radii, self.knn, qs, q, k,
-                    np.float32(params.heap_factor), params.n_knn, params.refine_rounds)
+                    np.float32(params.radius_factor), params.n_knn, params.refine_rounds)
             if nt == 1:
                 K.dense_search_serial(*args, blk_seen, visited, expanded, stamp0, out_s, out_i, stats)
             else:

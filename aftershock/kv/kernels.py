@@ -1,5 +1,5 @@
 """Numba CPU kernels of the dense-key mode: the Seismic search skeleton (best-first block visiting with a
-heap_factor cut, then kNN-graph refinement) over dense float32 keys stored block-contiguous.
+radius_factor cut, then kNN-graph refinement) over dense float32 keys stored block-contiguous.
 
 Plain loops over flat typed arrays, like ``aftershock.seismic.kernels``, whose top-k module (result heap, block
 heap, kNN refinement) they share.
@@ -39,11 +39,11 @@ def _score_key(ctx, r):
 
 
 @numba.njit
-def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_factor, n_knn, rounds,
+def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, radius_factor, n_knn, rounds,
                      blk_seen, visited, expanded, stamp, out_s, out_i, stats):
     """One query ``q`` (key space) with ``qs`` its image in summary space.
 
-    Each block's estimate is ``qs . cents[b] + heap_factor * |qs| * radii[b]`` (with heap_factor = 1 an upper
+    Each block's estimate is ``qs . cents[b] + radius_factor * |qs| * radii[b]`` (with radius_factor = 1 an upper
     bound on every ``q . key`` in the block: the block lies in a ball of radius ``radii[b]``). Blocks are
     visited best estimate first and the walk stops at the first block whose estimate is below the k-th
     best score found. Then the ``n_knn`` graph neighbours of each result not already scored are scored.
@@ -53,7 +53,7 @@ def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_f
     qn = np.float32(0.0)
     for j in range(qs.shape[0]):
         qn += qs[j] * qs[j]
-    qn = np.float32(np.sqrt(qn)) * np.float32(heap_factor)
+    qn = np.float32(np.sqrt(qn)) * np.float32(radius_factor)
     bs = np.empty(nb, np.float32)
     bi = np.empty(nb, np.int64)
     for b in range(nb):
@@ -82,27 +82,27 @@ def dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q, qs, k, heap_f
 
 
 @numba.njit
-def _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
+def _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, radius_factor, n_knn,
                  rounds, blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     stamp = stamp0
     for x in range(c, q_all.shape[0], n_chunks):
         stamp += 1
-        dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q_all[x], qs_all[x], k, heap_factor, n_knn,
+        dense_search_one(keys, blk_ptr, key_blk, cents, radii, knn, q_all[x], qs_all[x], k, radius_factor, n_knn,
                          rounds, blk_seen, visited, expanded, stamp, out_s[x], out_i[x], stats[x])
 
 
 @numba.njit(parallel=True, cache=True)
-def dense_search_batch(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn, rounds,
+def dense_search_batch(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, radius_factor, n_knn, rounds,
                        n_chunks, blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     """A batch of queries over ``n_chunks`` threads, each with its own reused scratch row (stamps)."""
     for c in prange(n_chunks):
-        _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
+        _dense_chunk(c, n_chunks, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, radius_factor, n_knn,
                      rounds, blk_seen[c], visited[c], expanded[c], stamp0, out_s, out_i, stats)
 
 
 @numba.njit(cache=True)
-def dense_search_serial(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn, rounds,
+def dense_search_serial(keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, radius_factor, n_knn, rounds,
                         blk_seen, visited, expanded, stamp0, out_s, out_i, stats):
     """The same on the calling thread (few queries: no parallel launch)."""
-    _dense_chunk(0, 1, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, heap_factor, n_knn,
+    _dense_chunk(0, 1, keys, blk_ptr, key_blk, cents, radii, knn, qs_all, q_all, k, radius_factor, n_knn,
                  rounds, blk_seen[0], visited[0], expanded[0], stamp0, out_s, out_i, stats)

@@ -5,6 +5,8 @@ dense -> sparse conversion (only the non-zeros cross to the host)."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -65,8 +67,56 @@ def model_dir(path) -> Path:
                                "cache; Aftershock never downloads: pass the path of a model directory") from None
 
 
-def load_tokenizer(path):
-    from transformers import AutoTokenizer
+class RustTokenizer:
+    """The part of a transformers fast tokenizer that static (inference-free) encoders use, read straight
+    from ``tokenizer.json`` with the `tokenizers` package: text queries of an inference-free model then
+    need neither transformers nor torch (``pip install 'aftershock[query]'``)."""
+
+    is_fast = True
+
+    def __init__(self, path):
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        self.backend_tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        cfg_file = path / "tokenizer_config.json"
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+        self.model_max_length = cfg.get("model_max_length") or 512
+        vocab = self.backend_tokenizer.get_vocab(with_added_tokens=True)
+        names = [cfg.get(k) for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+                                      "bos_token", "eos_token")]
+        names = [n.get("content") if isinstance(n, dict) else n for n in names]
+        special = {vocab[n] for n in names if isinstance(n, str) and n in vocab}
+        info = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+        special |= {t["id"] for t in info.get("added_tokens", []) if t.get("special")}
+        self.all_special_ids = sorted(special)
+        pad = cfg.get("pad_token")
+        self.pad_token = pad.get("content") if isinstance(pad, dict) else pad
+        self.pad_token_id = vocab.get(self.pad_token) if self.pad_token else None
+
+    def get_vocab(self) -> dict:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, texts, add_special_tokens=True, truncation=True, max_length=None, **_):
+        rt = copy.deepcopy(self.backend_tokenizer)
+        rt.no_padding()
+        if truncation:
+            rt.enable_truncation(max_length=max_length or self.model_max_length)
+        return {"input_ids": [e.ids for e in rt.encode_batch(list(texts), add_special_tokens=add_special_tokens)]}
+
+
+def load_tokenizer(path, static: bool = False):
+    """The fast tokenizer of ``path`` (transformers); with ``static=True`` and transformers not installed, a
+    `RustTokenizer` over its tokenizer.json (enough for the static encoders)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        if static and (Path(path) / "tokenizer.json").is_file():
+            return RustTokenizer(path)
+        raise
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

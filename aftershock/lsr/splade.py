@@ -67,7 +67,8 @@ class TransformerEncoder(SparseEncoder):
         passages = side == "document" and self.long_documents == "passages"
         order = length_order(texts)
         parts = []
-        bar = tqdm(total=len(texts), unit=side[0] + "s", desc=f"encode {side}s", disable=not self.progress)
+        bar = tqdm(total=len(texts), unit="query" if side == "query" else "doc",
+                   desc="encode queries" if side == "query" else "encode documents", disable=not self.progress)
         with torch.inference_mode():
             for pos, enc in tokenized_batches(self.tokenizer, texts, order, self.batch_size, self._limit(side),
                                               passages=passages, stride=self.stride):

@@ -49,7 +49,7 @@ class StaticEncoder(SparseEncoder):
         super().__init__(batch_size, query_max_length, doc_max_length, progress, errors)
         self.counts = bool(counts)
         self.path = model_dir(tokenizer_dir)
-        self.tokenizer = load_tokenizer(self.path)
+        self.tokenizer = load_tokenizer(self.path, static=True)
         self.vocab = tokenizer_vocab(self.tokenizer)
         self.special = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
         self._rust: dict = {}  # max length -> Rust tokenizer copy

@@ -25,6 +25,12 @@ def iter_corpus_chunks(path, chunk: int) -> Iterator[tuple[list[str], list[str]]
         yield [d.id for d in part], [d.joined for d in part]
 
 
+def count_records(path) -> int:
+    """Non-blank lines of a JSONL corpus (one fast pass; the progress bar's total)."""
+    with open_text(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
 def encode_corpus(encoder, input_path, output_path, side: str = "document", chunk: int = 8192,
                   fmt: str | None = None, ids_path=None, progress: bool = True) -> dict:
     """Encode every record of ``input_path`` and stream the vectors to ``output_path`` (and the ids, one
@@ -34,8 +40,10 @@ def encode_corpus(encoder, input_path, output_path, side: str = "document", chun
     writer = open_vector_writer(output_path, encoder.dim, fmt, stream=True)
     ids_out = open_text(ids_path, "w") if ids_path else None
     nnz = 0
+    total = count_records(input_path) if progress else None  # a bar with a total has an ETA
     try:
-        with tqdm(unit="doc", desc=f"encode {Path(input_path).name}", disable=not progress) as bar:
+        with tqdm(total=total, unit="doc" if side == "document" else "query",
+                  desc=f"encode {Path(input_path).name}", disable=not progress) as bar:
             for ids, texts in iter_corpus_chunks(input_path, chunk):
                 batch = encoder.encode(texts, side=side, ids=ids)
                 writer.write(batch)

@@ -459,4 +459,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
 
         return json_bytes(await offload(request, work))
 
+    from aftershock.service.static import search_page  # the search page at / (owned by aftershock/service/static)
+
+    app.add_api_route("/", search_page, include_in_schema=False)
     return app

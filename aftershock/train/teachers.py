@@ -199,9 +199,9 @@ def score(input_dir, output_dir, teachers: Iterable[str] | None = None, device: 
     if not src["corpus"].is_file():
         raise FormatError(f"corpus file {src['corpus']} does not exist; pass the corpus.jsonl[.gz] of `prepare`")
     splits = {s: read_jsonl_records(src[s]) for s in SPLITS}
-    if max_queries is not None:
-        splits = {s: v[:max_queries] for s, v in splits.items()}
-    records = [r for s in SPLITS for r in splits[s]]
+    # --max-queries scores the first N queries of each split; the files written keep every record (the rest
+    # unscored), so scoring in place never truncates the training data
+    records = [r for s in SPLITS for r in (splits[s] if max_queries is None else splits[s][:max_queries])]
     doc_text = read_corpus(src["corpus"], {d for r in records for d in r["doc_ids"]})
     models = [make_teacher(t, device, batch_size, dtype, progress) for t in (teachers or default_teachers())]
     seconds = score_records(records, doc_text, models, scale, log)
@@ -212,12 +212,12 @@ def score(input_dir, output_dir, teachers: Iterable[str] | None = None, device: 
         write_jsonl_records(out[s], splits[s])
     if not copy_corpus:
         pass
-    elif max_queries is not None:  # a partial run: only the documents its records use
-        write_jsonl_records(out["corpus"], ({"_id": d, "title": "", "text": t} for d, t in sorted(doc_text.items())))
     elif out["corpus"].resolve() != src["corpus"].resolve():
         if src["corpus"].name.endswith(".gz") == out["corpus"].name.endswith(".gz"):
             shutil.copyfile(src["corpus"], out["corpus"])
         else:
             write_jsonl_records(out["corpus"], iter_jsonl_records(src["corpus"]))
-    return {"queries": {s: len(v) for s, v in splits.items()}, "docs": len(doc_text), "teacher_seconds": seconds,
+    scored = {s: len(v) if max_queries is None else min(len(v), max_queries) for s, v in splits.items()}
+    return {"queries": scored, "written": {s: len(v) for s, v in splits.items()}, "docs": len(doc_text),
+            "teacher_seconds": seconds,
             "seconds": time.perf_counter() - t0}

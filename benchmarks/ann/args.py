@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "termination threshold, beta: query-term pruning; 1:1 = exact on the quantized impacts)")
     m.add_argument("--bmp-bsize", default=DEFAULT_BMP_BSIZE, help="comma list of block sizes (one index each)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default="benchmarks/out", help="directory for ann_<dataset>.json / .png")
+    o.add_argument("--out", default="aftershock-bench-out", help="directory for ann_<dataset>.json / .png (default: ./aftershock-bench-out in the current directory)")
     o.add_argument("--results", default=None, help="Markdown file to append a section to (e.g. benchmarks/RESULTS.md; "
                    "default: none, nothing is appended anywhere)")
     o.add_argument("--start-method", choices=("auto", "fork", "spawn"), default="auto",

@@ -104,7 +104,6 @@ def test_build_and_search_bin(data, tmp_path, capsys):
     run = _read_run(run_file)
     _check_run_shape(run, 5)
     assert set(run) <= {f"q{i}" for i in range(17)}
-    exact = _exact_top(data.docs, data.queries, 5)
     for qi, qid in enumerate(data.queries.ids):
         hits = run.get(qid, [])
         assert all(h[3] == "mytag" for h in hits)

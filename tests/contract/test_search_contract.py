@@ -83,7 +83,7 @@ def _case(name, sparse):
     keys = torch.randn(30, 8, generator=g)
     index = DenseBlockIndex.build(keys, DenseConfig(block_size=4, knn=4))
     q = torch.randn(5, 8, generator=g).numpy()
-    return Case(index, q, DenseSearchParams, {"heap_factor": 0.5, "n_knn": 2}, np.zeros((0, 8), np.float32))
+    return Case(index, q, DenseSearchParams, {"radius_factor": 0.5, "n_knn": 2}, np.zeros((0, 8), np.float32))
 
 
 @pytest.fixture(scope="module", params=["exact", "seismic", "dense"])

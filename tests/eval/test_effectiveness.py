@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lsr"))
-from _shared import DATA, MODEL, needs_data, needs_model  # noqa: E402
+from _shared import DATA, MODEL, REAL_DATA, needs_data, needs_model  # noqa: E402
 
 pytest.importorskip("ir_measures")
 
@@ -42,12 +42,14 @@ def test_qrels_reader_accepts_beir_and_trec(tmp_path):
 @needs_data
 def test_bm25_matches_bm25s_on_adi_and_writes_runs(tmp_path):
     ds = load_beir(ADI)
-    assert len(ds.doc_ids) == 82 and len(ds.query_ids) == 35
+    if REAL_DATA:  # else a stand-in folder made from the bundled Cranfield titles
+        assert len(ds.doc_ids) == 82 and len(ds.query_ids) == 35
     rows = evaluate(ds, ["bm25", "bm25s"], k=100, out_dir=tmp_path, log=lambda s: None)
     ours, peer = rows
-    for m in ("nDCG@10", "MRR@10", "R@100"):
-        assert ours[m] == pytest.approx(peer[m], abs=1e-6)
-    assert ours["nDCG@10"] == pytest.approx(0.494, abs=0.005)  # the bm25s reference for ADI
+    for m in ("nDCG@10", "MRR@10", "R@100"):  # on the stand-in (titles only: many score ties) up to tie order
+        assert ours[m] == pytest.approx(peer[m], abs=1e-6 if REAL_DATA else 0.01)
+    if REAL_DATA:
+        assert ours["nDCG@10"] == pytest.approx(0.494, abs=0.005)  # the bm25s reference for ADI
     assert ours["nnz_per_query"] > 0 and ours["flops"] > 0
     lines = Path(ours["run_file"]).read_text().splitlines()
     qid, q0, did, rank, score, tag = lines[0].split()
@@ -85,8 +87,8 @@ def test_encode_cli_streams_every_format(tmp_path, suffix, capsys, adi_vectors):
     out = tmp_path / f"adi.{suffix}"
     rc = main(["encode", "--model", str(MODEL), "--input", str(ADI / "corpus.jsonl.gz"), "--output", str(out),
                "--chunk", "30", "--batch-size", "16", "--max-length", "64"])
-    assert rc == 0 and "encoded 82 documents" in capsys.readouterr().out
     recs, want = adi_vectors
+    assert rc == 0 and f"encoded {len(recs)} documents" in capsys.readouterr().out
     ids = read_ids(tmp_path / "adi.ids.txt") if suffix == "bin" else None
     got = read_vectors(out, ids=ids, dim=want.dim, vocab=want.vocab)
     assert list(got.ids) == [r["_id"] for r in recs]

@@ -37,7 +37,7 @@ def test_retrieval_decoding_matches_full_attention():
     model.set_attn_implementation("sdpa")
     ref = _decode(model, ids, 3)
     cfg = RetrievalConfig(n_sink=2, window=16, top_k=400, index=DenseConfig(block_size=8, query_aware=True, knn=4),
-                          search=DenseSearchParams(heap_factor=1.0, n_knn=0))
+                          search=DenseSearchParams(radius_factor=1.0, n_knn=0))
     enable_retrieval(model, cfg)
     got = _decode(model, ids, 3)
     rs = retrievers(model)

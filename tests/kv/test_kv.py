@@ -9,7 +9,7 @@ from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.kv import (DenseBlockIndex, DenseConfig, DenseSearchParams, RetrievalConfig, RetrievalKVCache,
                           attend, exact_topk, merge)
 
-EXACT = DenseSearchParams(heap_factor=1.0, n_knn=0, threads=1)
+EXACT = DenseSearchParams(radius_factor=1.0, n_knn=0, threads=1)
 
 
 def _full(q, k, v, scale):
@@ -40,14 +40,14 @@ def test_recall_one_at_maximal_parameters(data, query_aware):
     assert all(v.dtype == np.int64 and v.shape == (len(queries),) for v in stats.values())
     assert (stats["keys_scored"] <= len(keys)).all()
     # a tighter search scans fewer keys
-    idx.search(queries, 10, DenseSearchParams(heap_factor=0.3, n_knn=4))
+    idx.search(queries, 10, DenseSearchParams(radius_factor=0.3, n_knn=4))
     assert idx.last_stats["keys_scored"].mean() < stats["keys_scored"].mean()
 
 
 def test_search_ids_padding_and_threads(data):
     keys, queries = data
     idx = DenseBlockIndex.build(keys[:20], DenseConfig(block_size=4), ids=np.arange(100, 120))
-    res = idx.search(queries[:3].numpy(), 30, DenseSearchParams(heap_factor=1.0, n_knn=0, threads=2))
+    res = idx.search(queries[:3].numpy(), 30, DenseSearchParams(radius_factor=1.0, n_knn=0, threads=2))
     assert res.ids.shape == (3, 30)
     assert (res.ids[:, :20] >= 100).all() and (res.ids[:, 20:] == -1).all()
     assert np.isneginf(res.scores[:, 20:]).all()
@@ -106,8 +106,8 @@ def test_retrieval_cache_all_keys_equals_full_attention_gqa(n_heads, n_kv):
 
 
 def test_bad_inputs():
-    with pytest.raises(ConfigError, match="heap_factor"):
-        DenseSearchParams(heap_factor=0)
+    with pytest.raises(ConfigError, match="radius_factor"):
+        DenseSearchParams(radius_factor=0)
     with pytest.raises(ConfigError, match="block_size"):
         DenseConfig(block_size=0)
     with pytest.raises(ConfigError, match="unknown"):

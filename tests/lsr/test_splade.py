@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import MODEL, VECTORS, DATA, needs_data, needs_model  # noqa: E402
+from _shared import MODEL, REAL_MODEL, VECTORS, DATA, needs_data, needs_model  # noqa: E402
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -67,7 +67,8 @@ def test_golden_values_max_pooling(enc, hf):
     np.testing.assert_allclose(dense(got), direct(hf, TEXTS), rtol=0, atol=1e-5)
     q = enc.encode_queries(TEXTS[:1]).to_dict(0)
     top = sorted(q, key=q.get, reverse=True)[:2]
-    assert top == ["capital", "france"] and len(q) == 15  # as the model's README says
+    if REAL_MODEL:  # SPLADE-tiny itself (not the stand-in made from the shipped model)
+        assert top == ["capital", "france"] and len(q) == 15  # as the model's README says
 
 
 def test_golden_values_sum_pooling(hf):

@@ -325,8 +325,9 @@ def _split_large(docs, labels, n_lab, max_block, fwd_ptr, fwd_idx, fwd_val, lut,
 def block_lists(post_ptr, post_docs, fwd_ptr, fwd_idx, fwd_val, lut, cut_ptr, cut_idx, cut_val, dim,
                 centroid_fraction, min_cluster_size, kmeans_iters, max_block, seed, order, n_chunks, out_docs,
                 blk_sizes, n_blocks):
-    """Cluster every posting list; docs reordered by (block, doc id) into out_docs, block sizes at post_ptr[t]."""
-    n_terms = post_ptr.shape[0] - 1
+    """Cluster the posting lists of the terms in ``order`` (all of them, or a slice: the caller works in chunks);
+    docs reordered by (block, doc id) into out_docs, block sizes at post_ptr[t]."""
+    n_terms = order.shape[0]
     for c in prange(n_chunks):
         dense = np.zeros(dim, np.float32)
         tstart = np.zeros(dim, np.int64)

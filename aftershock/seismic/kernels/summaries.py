@@ -145,10 +145,11 @@ def compact_slots(slot_ptr, counts_part, src_idx, src_codes, dst_idx, dst_codes)
 
 
 def summarize(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt, tdt,
-              slot_budget: int = 1 << 25) -> dict:
+              slot_budget: int = 1 << 25, on_run=None) -> dict:
     """Quantized summary per block, in one parallel pass over runs of blocks: a block's summary has at most
     as many entries as its documents have non-zeros, so each run is written into slots of that size
-    (about ``slot_budget`` entries per run), then compacted."""
+    (about ``slot_budget`` entries per run), then compacted. ``on_run(blocks_done)`` is called after each
+    run (progress; Python regains control there, so Ctrl-C is honoured between runs)."""
     nb = blk_doc_ptr.shape[0] - 1
     e = np.float32(energy)
     bound = np.diff(fwd_ptr)[blk_docs].astype(np.int64)
@@ -173,6 +174,8 @@ def summarize(blk_doc_ptr, blk_docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, nt,
         parts_idx.append(out_idx)
         parts_codes.append(out_codes)
         b_lo = b_hi
+        if on_run is not None:
+            on_run(b_hi)
     sum_ptr = offsets(counts)
     return dict(sum_ptr=sum_ptr, sum_idx=np.concatenate(parts_idx) if parts_idx else np.zeros(0, tdt),
                 sum_codes=np.concatenate(parts_codes) if parts_codes else np.zeros(0, np.uint8),
