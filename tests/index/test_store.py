@@ -355,6 +355,9 @@ def test_crash_at_every_step_of_a_save_leaves_one_complete_index(tmp_path, array
     assert_arrays_equal(loaded, new)
 
 
+SAVES = 40  # per writer: 3 writers x 40 saves while 2 readers load in a loop
+
+
 def test_readers_never_see_a_mix_of_generations(tmp_path):
     path = tmp_path / "idx"
 
@@ -365,7 +368,7 @@ def test_readers_never_see_a_mix_of_generations(tmp_path):
     stop = threading.Event()
 
     def writer(w):
-        for j in range(8):
+        for j in range(SAVES):
             try:
                 g = 100 * (w + 1) + j
                 save_dir(path, arrays_of(g), {"g": g}, lock_timeout=30)
@@ -393,7 +396,7 @@ def test_readers_never_see_a_mix_of_generations(tmp_path):
         t.join()
     assert not errors, errors[:3]
     assert loads[0] > 0
-    assert load_dir(path)[1]["g"] in {100 * (w + 1) + 7 for w in range(3)}
+    assert load_dir(path)[1]["g"] in {100 * (w + 1) + SAVES - 1 for w in range(3)}
 
 
 def test_reads_and_converts_format_2(tmp_path, arrays):

@@ -35,6 +35,8 @@ BLOCKS = {
     "aftershock train --config": "needs a training config and data: tests/train/test_trainer.py",
     "aftershock serve --index /tmp/my_index": "serve",
     "curl -s localhost:8000/search": "after serve",
+    "aftershock collection create coll": "needs your vectors and metadata: tests/collection/test_cli_collection.py "
+                                         "runs create / upsert / delete / optimize / info / search",
     "aftershock build --input aftershock/data/cranfield/cranfield.docs.npz": "starts a server and schemathesis in "
                                      "the background: tests/service/test_schemathesis.py runs it in-process",
 }
