@@ -151,3 +151,11 @@ def test_no_file_over_500_lines():
     long = {str(p.relative_to(PKG.parent)): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
     assert not long, f"files over 500 lines (split them by concern): {long}"
+
+
+def test_test_file_names_are_unique():
+    """tests/ has no __init__.py files, so pytest imports test modules by basename: two files of one name in
+    different folders stop the whole run at collection."""
+    names = [p.name for p in (PKG.parent / "tests").rglob("test_*.py")]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    assert not dupes, f"test files with the same name in two folders: {dupes}; rename one"
