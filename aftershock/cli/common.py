@@ -98,8 +98,20 @@ def guess_format(path: str, fmt: str | None) -> str:
     return guess(path)
 
 
+def close_bars() -> None:
+    """Close every open progress bar (each ends its line), so what is printed next starts on a line of its own
+    instead of after a half-drawn bar."""
+    tqdm = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error itself
+            pass
+
+
 def error(msg: str) -> int:
-    """Print ``aftershock: error: msg`` on stderr; returns the exit status 2."""
+    """Print ``aftershock: error: msg`` on stderr (on a line of its own); returns the exit status 2."""
+    close_bars()
     print(f"{PROG}: error: {msg}", file=sys.stderr)
     return 2
 
@@ -132,6 +144,7 @@ def guarded(call) -> int:
     except MemoryError:
         return error("out of memory; lower the batch size, k or --threads, or use a machine with more memory")
     except KeyboardInterrupt:
+        close_bars()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 

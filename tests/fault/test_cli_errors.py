@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -157,3 +158,16 @@ def test_ids_file_for_queries_with_spaces(capsys, tmp_path, docs):
     rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--query-ids", qids,
                   "--output", tmp_path / "run")
     assert_error(rc, err, "whitespace")
+
+
+def test_an_error_starts_on_its_own_line_after_a_progress_bar(capsys):
+    """A failure while a progress bar is drawn: the bar is closed (its line ended) before the error line."""
+    from tqdm.auto import tqdm
+
+    from aftershock.cli.common import error
+
+    bar = tqdm(total=10, desc="build", file=sys.stderr)
+    bar.update(3)
+    assert error("boom") == 2
+    err = capsys.readouterr().err
+    assert "\naftershock: error: boom" in err and err.rstrip().endswith("aftershock: error: boom")
