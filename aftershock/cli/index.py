@@ -16,6 +16,7 @@ from aftershock.cli.output import atomic_output, clamp_threads, compiling_notice
 from aftershock.errors import ConfigError, FormatError
 from aftershock.index import FORMATS, SparseBatch, read_vectors
 from aftershock.index.store import check_save_target
+from aftershock.index.text import reading
 from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex, load_index
 
 BUILD_FIELDS = [f.name for f in fields(SeismicConfig)]
@@ -123,7 +124,8 @@ def file_has_ids(path, fmt: str) -> bool:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return "id" in pq.read_schema(str(path)).names
+        with reading(path, "Parquet"):  # a damaged file: a FormatError naming it, not pyarrow's traceback
+            return "id" in pq.read_schema(str(path)).names
     return True
 
 

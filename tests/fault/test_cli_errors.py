@@ -42,7 +42,8 @@ def assert_error(rc, err, *fragments):
 
 
 def build(capsys, inp, out, *extra):
-    return run(capsys, "build", "--input", inp, "--output", out, "--threads", "1", "--exact", *extra)
+    ids = ["--row-ids"] if str(inp).endswith((".npz", ".bin")) and "--ids" not in extra else []  # no ids inside
+    return run(capsys, "build", "--input", inp, "--output", out, "--threads", "1", "--exact", *ids, *extra)
 
 
 def test_output_that_is_not_an_index_needs_overwrite(capsys, tmp_path, docs):
@@ -85,7 +86,7 @@ def test_disk_full(capsys, tmp_path, docs, monkeypatch):
     monkeypatch.setattr(store, "_write_file", full)
     assert_error(*build(capsys, docs, tmp_path / "idx"), "no space left")
     monkeypatch.undo()
-    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--output", tmp_path / "run")
+    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--row-ids", "--output", tmp_path / "run")
     assert rc == 0, err  # the old index is intact
 
 
@@ -140,14 +141,14 @@ def test_terms_per_document_limit_and_flag(capsys, tmp_path):
 
 def test_huge_k_and_damaged_index(capsys, tmp_path, docs):
     assert build(capsys, docs, tmp_path / "idx")[0] == 0
-    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--hits", "1000000000",
+    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--row-ids", "--hits", "1000000000",
                   "--output", tmp_path / "run")
     assert_error(rc, err, "AFTERSHOCK_MAX_K")
     meta = tmp_path / "idx" / "meta.json"
     m = json.loads(meta.read_text())
     m["n_docs"] //= 2
     meta.write_text(json.dumps(m))
-    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--output", tmp_path / "run")
+    rc, err = run(capsys, "search", "--index", tmp_path / "idx", "--queries", docs, "--row-ids", "--output", tmp_path / "run")
     assert_error(rc, err, "meta_sha256")
 
 
