@@ -183,9 +183,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--output-dir", help="write TREC run files and results.json here")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (model encoders)")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32", "int8"], help="model encoders: auto = bf16 autocast "
-                   "on GPU, fp32 on CPU; bf16 on CPU is faster within 2%% L2 error, int8 (CPU) is not: see "
-                   "benchmarks/RESULTS.md")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="model encoders: auto = bf16 autocast on GPU, "
+                   "fp32 on CPU; bf16 on CPU is faster where the CPU has AVX512-BF16, vectors within ~2%% L2 of "
+                   "fp32 (benchmarks/RESULTS.md, CPU encoding)")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
     p.add_argument("--query-max-length", type=int, help="query max length in tokens (default: the model's)")
     p.add_argument("--doc-max-length", type=int, help="document max length in tokens (default: the model's)")
