@@ -88,43 +88,55 @@ def run_bm25s(ds: Dataset, k: int) -> dict:
 
 
 def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = False, out_dir=None,
-             encoder_kwargs: dict | None = None, threads: int | None = None, log=print) -> list[dict]:
-    """Evaluate each system on ``ds``; returns one row (dict) per system (and per index kind)."""
+             encoder_kwargs: dict | None = None, threads: int | None = None, log=print,
+             stage=None) -> list[dict]:
+    """Evaluate each system on ``ds``; returns one row (dict) per system (and per index kind).
+
+    ``stage(line)`` (optional) is told each stage as it starts (encoding, search, scoring), so a long
+    run is never silent; the encoders' own bars (``progress=True`` in ``encoder_kwargs``) show the encoding."""
     from aftershock.lsr import BM25, load_encoder
     from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex
 
+    stage = stage or (lambda line: None)
     rows = []
     for system in systems:
+        name = Path(system).name or system
         row = {"dataset": ds.name, "system": system, "index": "exact", "n_docs": len(ds.doc_ids),
                "n_queries": len(ds.query_ids)}
         if system in PEERS:
+            stage(f"{ds.name} {name}: index {len(ds.doc_ids)} documents, search {len(ds.query_ids)} queries")
             res = run_bm25s(ds, k)
             row.update(encode_docs_s=res["encode_s"], search_s=res["search_s"], **score_run(res["run"], ds.qrels))
             row["index"] = "bm25s"
             runs = {"bm25s": res["run"]}
         else:
             enc = load_encoder(system, **(encoder_kwargs or {})) if system != "bm25" else BM25()
+            stage(f"{ds.name} {name}: encode {len(ds.doc_ids)} documents")
             t0 = time.perf_counter()
             if isinstance(enc, BM25):
                 enc.fit(ds.doc_texts)
             docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
             row["encode_docs_s"] = time.perf_counter() - t0
+            stage(f"{ds.name} {name}: encode {len(ds.query_ids)} queries")
             t0 = time.perf_counter()
             queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
             row["encode_queries_s"] = time.perf_counter() - t0
             row.update(dim=docs.dim, nnz_per_query=queries.nnz / max(len(queries), 1),
                        nnz_per_doc=docs.nnz / max(len(docs), 1), flops=flops(queries, docs))
             kk = min(k, len(docs))
+            stage(f"{ds.name} {name}: exact search of {len(queries)} queries (k={kk}) over {len(docs)} documents")
             index = ExactIndex.build(docs)
             params = SearchParams(threads=threads)
             t0 = time.perf_counter()
             exact = index.search(queries, kk, params)
             row["search_s"] = time.perf_counter() - t0
+            stage(f"{ds.name} {name}: score")
             run = to_run(exact, ds.query_ids, index.doc_ids)
             row.update(score_run(run, ds.qrels))
             runs = {"exact": run}
             if approx:
                 arow = dict(row, index="seismic")
+                stage(f"{ds.name} {name}: build a Seismic index and search it")
                 t0 = time.perf_counter()
                 sidx = SeismicIndex.build(docs, SeismicConfig(), threads=threads)
                 arow["build_s"] = time.perf_counter() - t0
@@ -172,11 +184,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (model encoders)")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="model encoders: auto = bf16 autocast on GPU, "
-                   "fp32 on CPU")
+                   "fp32 on CPU; bf16 on CPU is faster where the CPU has AVX512-BF16, vectors within ~2%% L2 of "
+                   "fp32 (benchmarks/RESULTS.md, CPU encoding)")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
     p.add_argument("--query-max-length", type=int, help="query max length in tokens (default: the model's)")
     p.add_argument("--doc-max-length", type=int, help="document max length in tokens (default: the model's)")
     p.add_argument("--threads", type=int, help="search threads (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines on stderr (by "
+                   "default each stage is named as it starts and encoding shows a bar with a total and ETA)")
     return p
 
 
@@ -190,15 +205,19 @@ def main(argv=None, args=None) -> int:
         raise ConfigError("--systems is empty; give e.g. bm25,/path/to/splade-model")
     datasets = [d.strip() for arg in args.dataset for d in arg.split(",") if d.strip()]
     kw = {"device": args.device, "batch_size": args.batch_size, "query_max_length": args.query_max_length,
-          "doc_max_length": args.doc_max_length, "dtype": args.dtype}
+          "doc_max_length": args.doc_max_length, "dtype": args.dtype,
+          "progress": not args.no_progress}
     kw = {k: v for k, v in kw.items() if v is not None}
     print(HEADER)
     print("-" * len(HEADER))
     rows = []
     for d in datasets:
+        if not args.no_progress:
+            print(f"{d}: loading", file=sys.stderr, flush=True)
         ds = load_beir(d, split=args.split)
         rows += evaluate(ds, systems, k=args.k, approx=args.approx, out_dir=args.output_dir, encoder_kwargs=kw,
-                         threads=args.threads, log=lambda line: print(line, flush=True))
+                         threads=args.threads, log=lambda line: print(line, flush=True),
+                         stage=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
     payload = json.dumps({"command": " ".join(sys.argv), "results": rows}, indent=2)
     for target in filter(None, [args.json, args.output_dir and str(Path(args.output_dir) / "results.json")]):
         Path(target).parent.mkdir(parents=True, exist_ok=True)

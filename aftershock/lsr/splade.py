@@ -33,6 +33,8 @@ class TransformerEncoder(SparseEncoder):
     """Common loop: sort by length, tokenize in a background thread, run the model (bf16 autocast
     on GPU by default), pool to (batch, vocab) on the device, sparsify on the device."""
 
+    on_batch = None  # optional callable(n_texts) after each model batch (a caller's progress bar)
+
     def __init__(self, path, device: str = "cpu", batch_size: int = 32, query_max_length: int | None = None,
                  doc_max_length: int | None = None, top_k: int | None = None, threshold: float = 0.0,
                  long_documents: str = "truncate", stride: int = 0, dtype: str = "auto", progress: bool = False,
@@ -82,6 +84,8 @@ class TransformerEncoder(SparseEncoder):
                         0, sample[:, None].expand_as(out), out, "amax")
                 parts.append((pos, *sparsify(out, self.top_k, self.threshold)))
                 bar.update(len(pos))
+                if self.on_batch is not None:
+                    self.on_batch(len(pos))
         bar.close()
         return assemble(len(texts), parts)
 

@@ -41,17 +41,26 @@ def encode_corpus(encoder, input_path, output_path, side: str = "document", chun
     ids_out = open_text(ids_path, "w") if ids_path else None
     nnz = 0
     total = count_records(input_path) if progress else None  # a bar with a total has an ETA
+    # a model encoder advances the bar after each model batch, not each chunk (a chunk of 8192 documents
+    # takes minutes on a CPU: the ETA must move meanwhile)
+    inner = getattr(encoder, "document_encoder", encoder) if side == "document" else encoder
+    hook = hasattr(inner, "on_batch")
     try:
         with tqdm(total=total, unit="doc" if side == "document" else "query",
                   desc=f"encode {Path(input_path).name}", disable=not progress) as bar:
+            if hook:
+                inner.on_batch = bar.update
             for ids, texts in iter_corpus_chunks(input_path, chunk):
                 batch = encoder.encode(texts, side=side, ids=ids)
                 writer.write(batch)
                 if ids_out:
                     ids_out.writelines(f"{i}\n" for i in ids)
                 nnz += batch.nnz
-                bar.update(len(ids))
+                if not hook:
+                    bar.update(len(ids))
     finally:
+        if hook:
+            inner.on_batch = None
         writer.close()
         if ids_out:
             ids_out.close()

@@ -5,7 +5,7 @@ Config (every key optional except ``data.train``; unknown keys raise `ConfigErro
 ones; relative paths are resolved against the config file's folder)::
 
     [model]                      # keyword arguments of aftershock.lsr.model.ModelConfig
-    backbone = "../shared/models/splade-tiny"
+    backbone = "default"         # the shipped model (aftershock/models/default; the default), or a masked-LM dir
     kind = "inference-free"      # or "splade"
     idf = "idf.json"             # inference-free query weights (token -> idf)
 
@@ -156,6 +156,10 @@ class TrainConfig(Config):
             value = getattr(self.data, name)
             setattr(self.data, name, resolve(value) or value)
         self.run.output = resolve(self.run.output) or self.run.output
+        if self.model.get("backbone", "default") == "default":  # continue from the shipped model (a BERT masked LM)
+            from aftershock.lsr.load import default_model_dir
+
+            self.model["backbone"] = str(default_model_dir())
         for key in ("backbone", "idf"):  # model paths, when they exist relative to the config file
             value = self.model.get(key)
             if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
@@ -165,6 +169,11 @@ class TrainConfig(Config):
         from aftershock.lsr.model import ModelConfig
 
         ModelConfig.from_dict(self.model)  # unknown / missing [model] keys, bad kind
+        backbone = str(self.model["backbone"])
+        hub_like = backbone.count("/") == 1 and not backbone.startswith((".", "/", "~"))  # may be in the HF cache
+        check(Path(backbone).is_dir() or hub_like,
+              f"model.backbone = {backbone!r} is not a directory; give a Hugging Face masked-LM directory (relative "
+              "paths are against the config file's folder) or backbone = \"default\" (the shipped model)")
         d, lo, o, r = self.data, self.loss, self.optim, self.run
         check(bool(d.train), "data.train is not set; give the training JSONL path in [data] train = \"...\"")
         _ints("data", d, n_negatives=0, max_query_length=1, max_doc_length=1)

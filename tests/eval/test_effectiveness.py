@@ -66,9 +66,22 @@ def test_eval_cli_one_line_per_system_and_json(tmp_path, capsys):
     assert len(lines) == 2 and "bm25" in lines[0] and "exact" in lines[0] and "seismic" in lines[1]
     res = json.loads(out.read_text())["results"]
     assert {r["index"] for r in res} == {"exact", "seismic"} and 0 <= res[1]["recall10_vs_exact"] <= 1
+
     assert main(["eval", "--dataset", str(tmp_path / "missing"), "--systems", "bm25"]) == 2
     assert main(["eval", "--dataset", str(ADI), "--split", "dev", "--systems", "bm25"]) == 2
     assert "splits here: ['test']" in capsys.readouterr().err
+
+
+@needs_data
+def test_eval_names_each_stage_on_stderr(capsys):
+    """`aftershock eval` is never silent: each stage is named on stderr as it starts (issue 15)."""
+    assert main(["eval", "--dataset", str(ADI), "--systems", "bm25,binary:" + str(MODEL), "--k", "10"]) == 0
+    cap = capsys.readouterr()
+    for stage in ("loading", "bm25: encode", "documents", "queries", "exact search", "score"):
+        assert stage in cap.err, (stage, cap.err)
+    assert "encode" not in cap.out  # stdout stays the table
+    assert main(["eval", "--dataset", str(ADI), "--systems", "bm25", "--k", "10", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,18 @@ def test_reproduces_the_shared_pre_encoded_vectors():
     diff = np.abs(got - ref)
     assert diff.max() < 0.1 and diff[ref > 0].mean() < 0.01
     assert ((got > 0) != (ref > 0)).sum() < 0.03 * (ref > 0).sum()  # only near-zero weights differ
+
+
+@needs_data
+def test_cpu_bf16_keeps_vectors_within_tolerance():
+    """dtype="bf16" on CPU (the opt-in speed-up of issue 15, benchmarks/cpu_encode.py): per document the
+    relative L2 error against fp32 stays small and the top-20 terms are (nearly) the same."""
+    from aftershock.eval.beir import doc_text, iter_jsonl
+
+    texts = [doc_text(o) for o, _ in zip(iter_jsonl(DATA / "adi" / "corpus.jsonl.gz"), range(40))]
+    a = Splade(MODEL, dtype="fp32").encode_documents(texts).to_scipy().toarray()
+    b = Splade(MODEL, dtype="bf16").encode_documents(texts).to_scipy().toarray()
+    rel = np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(a, axis=1), 1e-12)
+    overlap = [len(set(np.argsort(-x)[:20]) & set(np.argsort(-y)[:20])) / 20 for x, y in zip(a, b)]
+    assert np.quantile(rel, 0.99) <= 0.03 and rel.mean() <= 0.02, rel
+    assert np.mean(overlap) >= 0.95, overlap

@@ -55,3 +55,38 @@ def test_encode_corpus_refuses_npz(tmp_path, corpus):
     enc = BM25().fit(["lift"])
     with pytest.raises(FormatError, match="cannot stream-write"):
         encode_corpus(enc, corpus, tmp_path / "v.npz", progress=False)
+
+
+def test_bar_has_a_total_and_moves_per_model_batch(tmp_path, corpus, monkeypatch):
+    """The bar of `aftershock encode` has a total (so an ETA) and, for a model encoder, advances after each
+    model batch, not once per chunk of 8192 texts (issue 15)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import sys
+    from pathlib import Path
+
+    import tqdm.auto
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _shared import MODEL
+
+    from aftershock.lsr import Splade
+
+    seen = {}
+
+    class Bar(tqdm.auto.tqdm):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **{**kw, "disable": True})
+            self.mine = kw.get("desc") == "encode corpus.jsonl.gz"  # not the encoder's own (disabled) bar
+            if self.mine:
+                seen["total"], seen["updates"] = kw.get("total"), []
+
+        def update(self, n=1):
+            if self.mine:
+                seen["updates"].append(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    enc = Splade(MODEL, batch_size=2)
+    encode_corpus(enc, corpus, tmp_path / "v.jsonl", chunk=8192)
+    assert seen["total"] == len(DOCS) and sum(seen["updates"]) == len(DOCS) and len(seen["updates"]) == 3
+    assert enc.on_batch is None

@@ -325,3 +325,21 @@ def test_cli_train(tmp_path):
     assert (tmp_path / "out" / "checkpoints" / "step-1" / "trainer.pt").is_file()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)  # no --resume
     assert p.returncode == 2 and "aftershock: error:" in p.stderr and "--resume" in p.stderr
+
+
+def test_backbone_defaults_to_the_shipped_model(tmp_path):
+    """No `../shared` needed: backbone absent or "default" is the shipped model (a BERT masked LM, issue 15); a
+    missing directory is a ConfigError naming model.backbone."""
+    from aftershock.lsr.load import default_model_dir
+    from aftershock.lsr.model import ModelConfig, sparse_model_class
+
+    path = _tiny(tmp_path)
+    path.write_text("\n".join(ln for ln in path.read_text().splitlines() if not ln.startswith("backbone")) + "\n")
+    cfg = TrainConfig.from_toml(path)
+    assert Path(cfg.model["backbone"]) == default_model_dir()
+    assert Path(TrainConfig.from_toml(_tiny(tmp_path, model__backbone="default")).model["backbone"]) == \
+        default_model_dir()
+    model = sparse_model_class()(ModelConfig(backbone=str(default_model_dir())))
+    assert model.weight.shape[0] == len(model.vocab)
+    with pytest.raises(ConfigError, match=r"model.backbone = '.*no-such-model' is not a directory.*\"default\""):
+        TrainConfig.from_toml(_tiny(tmp_path, model__backbone="../no-such-model"))
