@@ -37,7 +37,8 @@ from aftershock.collection.config import CollectionConfig
 from aftershock.collection.manifest import FORMAT, VERSION, commit_manifest, write_atomic
 from aftershock.collection.search import CollectionResult, check_queries, search_generation
 from aftershock.collection.segment import SEGMENTS, Segment, write_deletions, write_segment
-from aftershock.collection.wal import Record, WriteAheadLog, cut_tail, fsync_dir, read_log
+from aftershock.collection.wal import Record, WriteAheadLog, cut_tail, read_log
+from aftershock.index.store import fsync_dir
 from aftershock.errors import ConfigError, FormatError, IndexFormatError, TermIdOutOfRangeError
 from aftershock.index import SparseBatch, Vocabulary
 from aftershock.seismic import SearchParams

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from aftershock.collection.wal import fsync_dir
+from aftershock.index.store import fsync_dir
 
 FORMAT = "aftershock-collection"
 VERSION = 1

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aftershock.index.store import fsync_dir
+
 MAGIC = b"AWL1"
 HEAD = struct.Struct("<4sII")
 U32 = struct.Struct("<I")
@@ -110,17 +112,6 @@ def read_log(path) -> LogScan:
     scan.good_bytes = off
     scan.tail_bytes = len(data) - off
     return scan
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def cut_tail(path: Path, good_bytes: int) -> Path | None:

@@ -54,7 +54,8 @@ __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "META", "StoredIndex", "save_d
            "load_dir", "read_meta", "parse_meta", "classify", "canonical"]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory (so a rename in it is durable); a filesystem that cannot is passed over."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -331,7 +332,7 @@ def _publish(path: Path, arrays: dict, meta: dict, extra_files: dict) -> None:
         body["format_version"] = FORMAT_VERSION
         body = json.loads(json.dumps(body, allow_nan=False))  # as a reader will parse it (int keys -> str, ...)
         full = {**body, "meta_sha256": hashlib.sha256(canonical(body)).hexdigest()}
-        _fsync_dir(path)
+        fsync_dir(path)
         tmp = path / f"{_META_TMP}{os.getpid()}-{os.urandom(4).hex()}"
         written.append(tmp)
         _write_file(tmp, lambda w: w.write(json.dumps(full, indent=1, allow_nan=False).encode()))
@@ -344,7 +345,7 @@ def _publish(path: Path, arrays: dict, meta: dict, extra_files: dict) -> None:
             except OSError:
                 pass
         raise
-    _fsync_dir(path)
+    fsync_dir(path)
     _remove_generation(path, old, keep=set(files), verified=verified)
 
 

@@ -101,6 +101,17 @@ def api_error_from(exc: AftershockError, prefix: str = "query") -> ApiError:
     return ApiError(400, type(exc).__name__, str(exc), field)
 
 
+def _hit_pairs(scores: np.ndarray, rows: np.ndarray):
+    """(score, row) of one query's hits, padding dropped; an overflowed (non-finite) score is a 422."""
+    for s, r in zip(scores.tolist(), rows.tolist()):
+        if r < 0:
+            break
+        if not math.isfinite(s):
+            raise ApiError(422, "score_overflow", f"a score overflowed float32 ({s}); the query weights times the "
+                           "document weights are too large: scale the query weights down", "query")
+        yield s, r
+
+
 class SearchEngine:
     """An index, an optional query encoder and optional document texts, behind request-level checks."""
 
@@ -328,12 +339,7 @@ class SearchEngine:
         enc = _ID_JSON
         parts = []
         self.check_deadline(deadline)
-        for s, r in zip(scores.tolist(), rows.tolist()):
-            if r < 0:
-                break
-            if not math.isfinite(s):
-                raise ApiError(422, "score_overflow", f"a score overflowed float32 ({s}); the query weights times the "
-                               "document weights are too large: scale the query weights down", "query")
+        for s, r in _hit_pairs(scores, rows):
             part = b'{"id":' + enc(self.doc_ids[r]).encode("utf-8", "replace") + b',"score":' + repr(s).encode()
             part = part + b',"document":' + self.document_json(r) + b"}" if with_docs else part + b"}"
             budget[0] -= len(part) + 1
@@ -344,12 +350,7 @@ class SearchEngine:
 
     def hits(self, scores: np.ndarray, rows: np.ndarray, with_docs: bool) -> list[dict]:
         out = []
-        for s, r in zip(scores.tolist(), rows.tolist()):
-            if r < 0:
-                break
-            if not math.isfinite(s):
-                raise ApiError(422, "score_overflow", f"a score overflowed float32 ({s}); the query weights times the "
-                               "document weights are too large: scale the query weights down", "query")
+        for s, r in _hit_pairs(scores, rows):
             hit = {"id": self.doc_ids[r], "score": s}
             if with_docs:
                 hit["document"] = self.document(r)
