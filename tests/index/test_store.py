@@ -329,7 +329,7 @@ def test_crash_at_every_step_of_a_save_leaves_one_complete_index(tmp_path, array
     path = tmp_path / "idx"
     save_dir(path, arrays, {"gen": 1})
     new = {k: (v[::-1].copy() if v.ndim == 1 else v) for k, v in arrays.items()}
-    points = [("_write_file", i) for i in range(len(new) + 1)] + [("_fsync_dir", 0), ("replace", 0)]
+    points = [("_write_file", i) for i in range(len(new) + 1)] + [("fsync_dir", 0), ("replace", 0)]
     for fn, at in points:
         calls = {"n": 0}
         real = getattr(store, fn) if fn != "replace" else os.replace
