@@ -23,15 +23,20 @@ BUILD_FIELDS = [f.name for f in fields(SeismicConfig)]
 SEARCH_FIELDS = [f.name for f in fields(SearchParams)]
 
 
+def add_id_flags(parser, flag: str, what: str) -> None:
+    """``flag`` FILE (the ids of a vector file, one per line) and ``--row-ids``; `require_ids` checks them."""
+    parser.add_argument(flag, help=f"one {what} id per line, in row order (required for .bin/.npz, which hold no "
+                        "ids, unless --row-ids)")
+    parser.add_argument("--row-ids", action="store_true", help=f"use row numbers 0..n-1 as {what} ids (only for "
+                        "files without ids; right only when your qrels use row numbers)")
+
+
 def add_parsers(sub) -> None:
     b = sub.add_parser("build", help="build an index from a file of sparse vectors",
                        description="Read document vectors and write an index directory.")
     b.add_argument("--input", required=True, help="document vectors (.jsonl[.gz], .bin[.gz], .parquet, .npz)")
     b.add_argument("--format", choices=FORMATS, help="input format (default: from the file name)")
-    b.add_argument("--ids", help="one document id per line, in row order (required for .bin/.npz, which hold no "
-                   "ids, unless --row-ids)")
-    b.add_argument("--row-ids", action="store_true", help="use row numbers 0..n-1 as document ids (only for "
-                   "files without ids; right only when your qrels use row numbers)")
+    add_id_flags(b, "--ids", "document")
     b.add_argument("--dim", type=positive_int, help="vocabulary size (default: the vocabulary's, the file's, "
                    "else the largest term id + 1, which is reported)")
     b.add_argument("--vocab", help="tokenizer.json, vocab.txt or vocab.json of the model that made the vectors: "
@@ -50,10 +55,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--index", required=True, help="index directory written by `aftershock build`")
     s.add_argument("--queries", required=True, help="query vectors (.jsonl[.gz], .bin[.gz], .parquet, .npz)")
     s.add_argument("--format", choices=FORMATS, help="query format (default: from the file name)")
-    s.add_argument("--query-ids", help="one query id per line, in row order (required for .bin/.npz, which hold "
-                   "no ids, unless --row-ids)")
-    s.add_argument("--row-ids", action="store_true", help="use row numbers 0..n-1 as query ids (only for files "
-                   "without ids; right only when your qrels use row numbers)")
+    add_id_flags(s, "--query-ids", "query")
     s.add_argument("--dim", type=positive_int, help="query dimension for .bin/.npz (default: the file's, else the "
                    "largest term id + 1; term ids must be below the index's dim)")
     s.add_argument("--vocab", help="vocabulary for JSONL queries when the index stores none")
