@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         last = None  # (n, seconds) of the last size
         for n in sizes:
             if args.budget_s and last:
-                est = last[1] * n / last[0] * 1.1
+                est = last[1] * n / last[0]
                 left = args.budget_s - (time.perf_counter() - start)
                 if est > left:
                     notes.append(f"N={n:,} skipped: estimated {est:.0f} s (the last size's time scaled by N) > "
@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                    "build_kw": {"n_postings": args.n_postings, "centroid_fraction": args.centroid_fraction,
                     "min_cluster_size": args.min_cluster_size, "summary_energy": args.summary_energy,
                     "max_fraction": args.max_fraction, "doc_cut": args.doc_cut, "nknn": args.knn}}
+            if "warmup" not in report:
+                report["warmup"] = run_child("warmup", job)
+                if "error" in report["warmup"]:
+                    print(f"{PROG}: error: the warm-up failed: {report['warmup']['error']}\n"
+                          f"{report['warmup'].get('traceback', '')}", file=sys.stderr)
+                    return 1
             tr = run_child("truth", job)
             if "error" in tr:
                 print(f"{PROG}: error: ground truth at N={n:,} failed: {tr['error']}\n{tr.get('traceback', '')}",
