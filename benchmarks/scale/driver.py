@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default="aftershock-bench-out", help="folder for scale.json / scale.png")
     o.add_argument("--tag", default="scale", help="file stem of the outputs")
     o.add_argument("--tmp", default=None, help="folder for the generated vector files (default: a temp dir)")
+    o.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                   help="instead of running: merge the rows of earlier runs' JSON files (e.g. one size per device "
+                        "call) into one table, slopes and plot under --out/--tag")
     o.add_argument("--budget-s", type=float, default=0.0,
                    help="skip a size whose estimated time (the last size's, scaled by N) would end past this "
                         "many seconds from the start (0 = no limit)")
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.tag, shlex.join(PROG.split() + argv))
     if not args.seed_file and not (args.docs and args.queries):
         parser.error("give --docs and --queries, or --seed-file")
     try:
@@ -233,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                    "build_kw": {"n_postings": args.n_postings, "centroid_fraction": args.centroid_fraction,
                     "min_cluster_size": args.min_cluster_size, "summary_energy": args.summary_energy,
                     "max_fraction": args.max_fraction, "doc_cut": args.doc_cut, "nknn": args.knn}}
+            warm_s = 0.0
             if "warmup" not in report:
                 report["warmup"] = run_child("warmup", job)
+                warm_s = report["warmup"]["wall_s"]
                 if "error" in report["warmup"]:
                     print(f"{PROG}: error: the warm-up failed: {report['warmup']['error']}\n"
                           f"{report['warmup'].get('traceback', '')}", file=sys.stderr)
@@ -257,25 +264,53 @@ def main(argv: list[str] | None = None) -> int:
                 _write(report, out_dir, args.tag)
             for f in (size["docs_npz"], size["docs_bin"]):
                 os.remove(f)
-            last = (n, time.perf_counter() - t_n)
+            last = (n, time.perf_counter() - t_n - warm_s)  # the one-off compile does not grow with N
             size["info"]["wall_s"] = last[1]
             print(f"\n### N = {n:,} ({last[1]:.0f} s)\n\n{table([r for r in report['rows'] if r['n_docs'] == n])}\n",
                   flush=True)
-    report["slopes"] = slopes(report["rows"])
     report["total_s"] = time.perf_counter() - start
-    png = out_dir / f"{args.tag}.png"
-    err = plot(report["rows"], png, f"lexicon grown to N docs, {T} threads build / 1 thread µs "
+    _finish(report, out_dir, args.tag, f"{T} threads, Python {py_ver.major}.{py_ver.minor}")
+    return 0
+
+
+def _finish(report: dict, out_dir: Path, tag: str, what: str) -> None:
+    """Slopes, plot, JSON and the printed tables."""
+    notes = report["notes"]
+    report["slopes"] = slopes(report["rows"])
+    png = out_dir / f"{tag}.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    err = plot(report["rows"], png, f"lexicon grown to N docs: build on {report['threads']} threads, µs on 1 thread "
                                     f"({report['machine']['cpu_model']}, {report['date']})")
     if err:
         notes.append(err)
-    js = _write(report, out_dir, args.tag)
-    print(f"\n## Scale ({report['date']}, {T} threads, Python {py_ver.major}.{py_ver.minor})\n")
+    js = _write(report, out_dir, tag)
+    print(f"\n## Scale ({report['date']}, {what})\n")
     print(table(report["rows"]))
     print("\nAftershock / pyseismic-lsr (< 1: Aftershock cheaper; QPS > 1: Aftershock faster):\n")
     print(ratio_table(report["rows"]))
     print("\nlog-log slope against N (1.0 = linear):\n")
     print(slope_table(report["slopes"]))
     print(f"\njson: {js}" + ("" if err else f"\nplot: {png}") + "".join(f"\nnote: {x}" for x in notes))
+
+
+def merge(files: list[str], out_dir: Path, tag: str, invoked: str) -> int:
+    """One report from the rows of several runs (each row keeps the run it came from)."""
+    runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
+    rows, sizes = [], []
+    for f, r in zip(files, runs):
+        for row in r["rows"]:
+            rows.append(dict(row, run=Path(f).name, run_date=r["date"]))
+        sizes += [dict(x, run=Path(f).name) for x in r["sizes"]]
+    rows.sort(key=lambda r: (r["n_docs"], r["system"]))
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in runs}
+    notes = [f"merged from {', '.join(Path(f).name for f in files)}"]
+    if len(machines) > 1:
+        notes.append("the runs' machine descriptions differ: " + "; ".join(sorted(machines)))
+    report = dict(runs[-1], date=" / ".join(r["date"] for r in runs), invoked=invoked, rows=rows, sizes=sizes,
+                  notes=notes + [f"{Path(f).name}: {n}" for f, r in zip(files, runs) for n in r.get("notes", [])],
+                  runs=[{"file": Path(f).name, "date": r["date"], "invoked": r["invoked"]} for f, r in zip(files, runs)])
+    report.pop("warmup", None)
+    _finish(report, out_dir, tag, f"{report['threads']} threads, merged from {len(runs)} runs")
     return 0
 
 

@@ -88,6 +88,7 @@ def plot(rows: list[dict], path, title: str) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except Exception as e:  # noqa: BLE001
         return f"no plot: matplotlib unavailable ({e})"
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
@@ -99,11 +100,13 @@ def plot(rows: list[dict], path, title: str) -> str | None:
                 ax.plot([r["n_docs"] for r in rs], [r[m] for r in rs], "o-", label=NAMES.get(s, s))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("documents (N)")
         ax.set_title(label, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
