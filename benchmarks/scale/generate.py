@@ -176,7 +176,8 @@ def remap_queries(indptr, indices, values, band: np.ndarray, n_docs_src: int, n:
 
 # ---------------------------------------------------------------------------------------------- stats
 def set_stats(indptr, indices, values, dim: int, copies: float = 1.0) -> dict:
-    """nnz/doc, weight and posting-length quantiles; posting lengths also divided by ``copies``."""
+    """nnz/doc, weight and posting-length quantiles; posting lengths also divided by ``copies``. Weight
+    quantiles below the maximum come from a seeded sample of 5 M weights when there are more."""
     ln = np.diff(np.asarray(indptr, np.int64))
     df = term_df(indptr, indices, dim)
     dfn = df[df > 0]
@@ -186,7 +187,7 @@ def set_stats(indptr, indices, values, dim: int, copies: float = 1.0) -> dict:
     return {
         "n_docs": int(ln.shape[0]), "nnz": int(indptr[-1]), "nnz_per_doc_mean": float(ln.mean()),
         "nnz_per_doc_q": [float(x) for x in np.quantile(ln, q)],
-        "weight_q": [float(x) for x in np.quantile(sample, q)],
+        "weight_q": [float(x) for x in np.quantile(sample, q[:-1])] + [float(v.max()) if v.size else 0.0],
         "terms_with_postings": int(dfn.shape[0]), "copies": float(copies),
         "posting_len_q": [float(x) for x in np.quantile(dfn, q)],
         "posting_len_per_copy_q": [float(x) / copies for x in np.quantile(dfn, q)],
