@@ -17,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from aftershock.eval.metrics import DEFINITION, pareto_frontier, recall_at_k, us_at_recall
+from aftershock.eval.metrics import (
+    DEFINITION,
+    pareto_frontier,
+    recall_at_k,
+    us_at_recall,
+)
 from aftershock.index import SearchResult, SparseBatch, write_bin, write_npz
-
 from benchmarks.ann.args import BUILD_FIELDS
 from benchmarks.ann.common import TARGETS, _cpu_model, cpu_count
 from benchmarks.ann.peers import _seismic_available
+from benchmarks.ann.report import _json_default
 
 from . import generate as gen
 from .report import plot, ratio_table, slope_table, slopes, table
@@ -139,22 +144,11 @@ def _write(report, out_dir: Path, tag: str) -> Path:
     return js
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def main(argv: list[str] | None = None) -> int:
     import numba
 
     from aftershock.errors import ConfigError
     from aftershock.seismic.config import SeismicConfig
-
     from benchmarks.ann.args import parse_sweep
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -199,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     out_dir = Path(args.out)
     report = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "invoked": shlex.join(PROG.split() + argv), "args": vars(args), "threads": T, "k": args.k,
         "sweep": sweep, "build_params": cfg.to_dict(), "source": source, "source_stats": src_stats,
         "generator": {"band_ratio": gen.BAND_RATIO, "seed": args.gen_seed, "n_queries": nq, "n_timed": n_timed},

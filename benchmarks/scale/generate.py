@@ -244,7 +244,7 @@ def pack_seed(path, docs, queries, n_queries: int = 2000) -> dict:
     nq = min(n_queries, len(queries))
     qip = np.asarray(queries.indptr[: nq + 1], np.int64)
     arrays = {"lengths": _lz(ln.astype(np.uint16)), "delta": _lz(planes), "codes": _lz(code),
-              "meta": np.frombuffer(json.dumps({"dim": int(docs.dim), "n_docs": int(len(docs)), "nnz": int(ip[-1]),
+              "meta": np.frombuffer(json.dumps({"dim": int(docs.dim), "n_docs": len(docs), "nnz": int(ip[-1]),
                                                 "vmin": SEED_VMIN, "vmax": vmax, "levels": SEED_LEVELS,
                                                 "n_queries": nq}).encode(), np.uint8),
               "q_indptr": qip, "q_indices": np.asarray(queries.indices[: qip[-1]], np.int32),

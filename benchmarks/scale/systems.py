@@ -6,27 +6,26 @@ its own CSR ``.npz``, pyseismic-lsr the same documents as a Seismic ``.bin``), s
 from __future__ import annotations
 
 import os
-import sys
 import time
-import traceback
 
 import numpy as np
 
-from benchmarks.ann.common import _fd1_to, _log, _rss_now_kb, _stats_us, _time_each, _time_once
+from benchmarks.ann.children import run_process, send_result
+from benchmarks.ann.common import (
+    _fd1_to,
+    _log,
+    _rss_now_kb,
+    _stats_us,
+    _time_each,
+    _time_once,
+)
 from benchmarks.ann.peers import _seismic_bytes, _seismic_version, seismic_queries
 
 
 def _peak_rss_kb() -> int | None:
     """This process's peak RSS (VmHWM). Not ru_maxrss: after a spawn (fork + exec) Linux keeps the parent's
     peak in it, so every child would report at least the driver's memory."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return _rss_now_kb("VmHWM")
 
 
 def _queries(job):
@@ -170,46 +169,16 @@ CHILDREN = {"warmup": child_warmup, "truth": child_truth, "aftershock": child_af
 
 
 def _entry(conn, kind, job) -> None:
-    try:
-        out = CHILDREN[kind](job)
-        out["peak_rss_kb"] = _peak_rss_kb()
-        conn.send(out)
-    except BaseException as e:  # noqa: BLE001 - a Rust panic is a BaseException
-        try:
-            conn.send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
-        except Exception:  # noqa: BLE001
-            pass
-    finally:
-        conn.close()
+    send_result(conn, lambda: dict(CHILDREN[kind](job), peak_rss_kb=_peak_rss_kb()))
 
 
 def run_child(kind: str, job: dict) -> dict:
     """Run one system in a fresh (spawned) process; its result, with ``peak_rss_kb`` and ``wall_s``."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    main_mod = sys.modules.get("__main__")
-    main_file = getattr(main_mod, "__file__", None)
-    hide = main_file is not None and not os.path.isfile(main_file)
-    if hide:  # e.g. `python - < script`: spawn would try to re-run "<stdin>"
-        del main_mod.__file__
     t0 = time.perf_counter()
-    proc = ctx.Process(target=_entry, args=(child, kind, job), name=f"scale-{kind}")
-    try:
-        proc.start()
-    finally:
-        if hide:
-            main_mod.__file__ = main_file
-    child.close()
-    try:
-        out = parent.recv()
-    except EOFError:
-        out = None
-    finally:
-        parent.close()
-    proc.join()
+    out, code = run_process(mp.get_context("spawn"), _entry, (kind, job), f"scale-{kind}")
     if out is None:
-        out = {"error": f"the {kind} child died without a result (exit code {proc.exitcode}; killed for memory?)"}
+        out = {"error": f"the {kind} child died without a result (exit code {code}; killed for memory?)"}
     out["wall_s"] = time.perf_counter() - t0
     return out

@@ -13,8 +13,9 @@ from aftershock.index import SparseBatch, write_npz
 from aftershock.seismic import ExactIndex
 
 load_suite("scale")  # benchmarks/scale beside the package
-from benchmarks.ann import peers  # noqa: E402
-from benchmarks.scale import driver, generate as gen, report  # noqa: E402
+from benchmarks.ann import peers
+from benchmarks.scale import driver, report
+from benchmarks.scale import generate as gen
 
 HAS_SEISMIC = peers._seismic_available()
 
@@ -105,7 +106,7 @@ def test_remapped_queries_score_their_copy_as_the_source_does(src):
 def test_seed_round_trip(src, tmp_path):
     docs, queries = src
     meta = gen.pack_seed(tmp_path / "seed.npz", docs, queries, n_queries=10)
-    (ip, ind, val, dim), (qp, qi, qv, qdim), m2 = gen.unpack_seed(tmp_path / "seed.npz")
+    (ip, ind, val, dim), (qp, _qi, qv, _qdim), m2 = gen.unpack_seed(tmp_path / "seed.npz")
     assert meta == m2 and dim == docs.dim and meta["n_queries"] == 10
     assert np.array_equal(ip, docs.indptr) and np.array_equal(ind, docs.indices)  # term ids exact
     rel = np.abs(val - docs.values) / docs.values
