@@ -17,7 +17,8 @@ from pathlib import Path
 from aftershock.cli.common import PROG, error
 from aftershock.errors import ConfigError
 
-SUITES = {"ann": "recall / latency / memory of ANN indexes (Aftershock, pyseismic-lsr, BMP) against exact search"}
+SUITES = {"ann": "recall / latency / memory of ANN indexes (Aftershock, pyseismic-lsr, BMP) against exact search",
+          "scale": "lexicon grown to N docs: build time, memory, latency vs N (Aftershock and pyseismic-lsr)"}
 ENV = "AFTERSHOCK_BENCHMARKS"
 
 

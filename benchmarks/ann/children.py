@@ -13,18 +13,10 @@ from .systems import _child_aftershock, _child_exact
 _CHILDREN = {"exact": _child_exact, "aftershock": _child_aftershock, "seismic": _child_seismic, "bmp": _child_bmp}
 
 
-def _child_entry(conn, job, data) -> None:
-    """Runs in the child: (re)load the data if it was not inherited, run the system, send the result."""
+def send_result(conn, work) -> None:
+    """Send ``work()``'s result through ``conn``, or the error and its traceback if it raised; close ``conn``."""
     try:
-        rss_start = _rss_now_kb()
-        if data is None:
-            data = load_data(job["load"])
-            rss_start = _rss_now_kb()
-        docs, queries = data
-        out = _CHILDREN[job["kind"]](job, docs, queries)
-        out["rss_start_kb"] = rss_start
-        out["peak_rss_kb"] = _peak_rss_kb()
-        conn.send(out)
+        conn.send(work())
     except BaseException as e:  # noqa: BLE001 - report anything (a Rust panic is a BaseException)
         try:
             conn.send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
@@ -32,6 +24,24 @@ def _child_entry(conn, job, data) -> None:
             pass
     finally:
         conn.close()
+
+
+def _child_entry(conn, job, data) -> None:
+    """Runs in the child: (re)load the data if it was not inherited, run the system, send the result."""
+
+    def work() -> dict:
+        rss_start = _rss_now_kb()
+        loaded = data
+        if loaded is None:
+            loaded = load_data(job["load"])
+            rss_start = _rss_now_kb()
+        docs, queries = loaded
+        out = _CHILDREN[job["kind"]](job, docs, queries)
+        out["rss_start_kb"] = rss_start
+        out["peak_rss_kb"] = _peak_rss_kb()
+        return out
+
+    send_result(conn, work)
 
 
 def _numba_threads_running() -> bool:
@@ -43,10 +53,11 @@ def _numba_threads_running() -> bool:
         return False
 
 
-def _run_child(ctx, job, data) -> dict:
+def run_process(ctx, target, args: tuple, name: str) -> tuple[dict | None, int | None]:
+    """Start ``target(conn, *args)`` in a child of ``ctx``; (what it sent through ``conn``, or None if it died
+    first; its exit code)."""
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_entry, args=(child_conn, job, data if ctx.get_start_method() == "fork" else None),
-                       name=f"bench-{job['name']}")
+    proc = ctx.Process(target=target, args=(child_conn, *args), name=name)
     main_mod = sys.modules.get("__main__")
     main_file = getattr(main_mod, "__file__", None)
     hide = ctx.get_start_method() != "fork" and main_file is not None and not os.path.isfile(main_file)
@@ -65,6 +76,12 @@ def _run_child(ctx, job, data) -> dict:
     finally:
         parent_conn.close()
     proc.join()
+    return out, proc.exitcode
+
+
+def _run_child(ctx, job, data) -> dict:
+    out, code = run_process(ctx, _child_entry, (job, data if ctx.get_start_method() == "fork" else None),
+                            f"bench-{job['name']}")
     if out is None:
-        out = {"error": f"the child process died without a result (exit code {proc.exitcode})"}
+        out = {"error": f"the child process died without a result (exit code {code})"}
     return out

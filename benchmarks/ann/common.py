@@ -53,11 +53,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _rss_now_kb() -> int | None:
+def _rss_now_kb(field: str = "VmRSS") -> int | None:
+    """A kB field of /proc/self/status: VmRSS (now) by default, VmHWM for this process image's peak."""
     try:
         with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass

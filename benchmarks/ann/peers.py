@@ -38,23 +38,15 @@ def _seismic_bytes(index, tmpdir: str) -> tuple[int | None, str]:
         return None, f"unknown ({type(e).__name__}: {e})"
 
 
-def _child_seismic(job, docs, queries) -> dict:
-    os.environ["RAYON_NUM_THREADS"] = str(job["threads"])  # the build's global Rayon pool: same threads as ours
-    import seismic
+def seismic_queries(queries, sdim: int, tmpdir: str) -> tuple[list, str, int]:
+    """The queries as pyseismic-lsr takes them: (components int32, values float32) per query, the same as a
+    .bin file in ``tmpdir`` (for batch_search), and how many terms were dropped.
 
+    pyseismic's dim is the largest document term id + 1 and it panics on larger query ids; such terms match
+    no document, so dropping them changes no score."""
     from aftershock.index import SparseBatch, write_bin
 
-    k, T, nq, name, n_knn = job["k"], job["threads"], len(queries), job["name"], job["n_knn"]
-    tmpdir = job["tmpdir"]
-    with _fd1_to(2):  # its build progress goes to stderr, not into our tables
-        t0 = time.perf_counter()
-        index = seismic.SeismicIndexRaw.build(job["docs_bin"], **job["build_kw"])
-        build_s = time.perf_counter() - t0
-    nbytes, source = _seismic_bytes(index, tmpdir)
-    _log(name, f"built in {build_s:.2f} s, {nbytes / 1e6 if nbytes else float('nan'):.1f} MB ({source})")
-    # pyseismic's dim is the largest document term id + 1 and it panics on larger query ids; such terms
-    # match no document, so dropping them changes no score
-    sdim = int(index.dim)
+    nq = len(queries)
     keep = queries.indices < sdim
     dropped = int((~keep).sum())
     counts = np.add.reduceat(keep.astype(np.int64), queries.indptr[:-1]) if nq else np.zeros(0, np.int64)
@@ -65,6 +57,23 @@ def _child_seismic(job, docs, queries) -> dict:
     write_bin(q, q_bin)
     qs = [(np.ascontiguousarray(q.indices[q.indptr[i]:q.indptr[i + 1]], dtype=np.int32),
            np.ascontiguousarray(q.values[q.indptr[i]:q.indptr[i + 1]], dtype=np.float32)) for i in range(nq)]
+    return qs, q_bin, dropped
+
+
+def _child_seismic(job, docs, queries) -> dict:
+    os.environ["RAYON_NUM_THREADS"] = str(job["threads"])  # the build's global Rayon pool: same threads as ours
+    import seismic
+
+    k, T, nq, name, n_knn = job["k"], job["threads"], len(queries), job["name"], job["n_knn"]
+    tmpdir = job["tmpdir"]
+    with _fd1_to(2):  # its build progress goes to stderr, not into our tables
+        t0 = time.perf_counter()
+        index = seismic.SeismicIndexRaw.build(job["docs_bin"], **job["build_kw"])
+        build_s = time.perf_counter() - t0
+    nbytes, source = _seismic_bytes(index, tmpdir)
+    _log(name, f"built in {build_s:.2f} s, {nbytes / 1e6 if nbytes else float('nan'):.1f} MB ({source})")
+    sdim = int(index.dim)
+    qs, q_bin, dropped = seismic_queries(queries, sdim, tmpdir)
 
     def to_ids(results) -> np.ndarray:
         ids = np.full((len(results), k), -1, np.int64)
