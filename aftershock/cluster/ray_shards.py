@@ -83,9 +83,9 @@ class ShardActor:
             self.coll = Collection.open(self.path, read_only=True, verify=False)
             self.opened = max(before, tuple(min_version))
 
-    def search(self, queries, k, params, filt, min_version=None):
+    def search(self, queries, k, params, filt, overrides=None, min_version=None):
         self._fresh(min_version)
-        return shard_search(self.coll, queries, k, params, filt, threads=self.threads)
+        return shard_search(self.coll, queries, k, params, filt, overrides, threads=self.threads)
 
     def meta(self) -> dict:
         return shard_meta(self.coll)

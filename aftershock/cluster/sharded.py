@@ -24,9 +24,8 @@ import numpy as np
 from aftershock.cluster import layout as L
 from aftershock.collection import Collection, CollectionConfig, CollectionResult, check_filter
 from aftershock.collection.search import check_queries, merge
-from aftershock.errors import AftershockError, ConfigError, FormatError
+from aftershock.errors import ConfigError, FormatError
 from aftershock.index import SparseBatch, Vocabulary
-from aftershock.seismic import SearchParams
 
 DEADLINE_S = 30.0  # default: how long a search or write waits for a shard that is down
 RETRY_S = 0.05
@@ -36,14 +35,16 @@ class ShardDown(Exception):
     """A shard's process is unreachable (died or restarting); the call may be retried."""
 
 
-class ShardUnavailableError(AftershockError, RuntimeError):
-    """A shard stayed unreachable past the request's deadline; ``shards`` names them. The service answers 503."""
+class ShardUnavailableError(RuntimeError):
+    """A shard stayed unreachable past the request's deadline; ``shards`` names them. Not a refused request
+    (no `AftershockError`): the service answers 503 with Retry-After, and the same call may succeed later."""
 
     def __init__(self, shards, deadline):
         self.shards = sorted(shards)
+        self.field, self.value = "shards", self.shards
         super().__init__(f"shard(s) {self.shards} did not answer within the deadline of {deadline:g} s (down or "
                          "restarting); retry later, raise the deadline, or search with partial=True to get the other "
-                         "shards' results marked partial", field="shards", value=self.shards)
+                         "shards' results marked partial")
 
 
 class ClusterResult(CollectionResult):
@@ -54,12 +55,14 @@ class ClusterResult(CollectionResult):
     missing_shards = ()
 
 
-def shard_search(coll: Collection, queries, k, params, filt, threads=None):
-    """What a shard does for a search: (scores, external ids, seconds spent searching)."""
+def shard_search(coll: Collection, queries, k, params, filt, overrides=None, threads=None):
+    """What a shard does for a search: (scores, external ids, seconds spent searching). ``threads`` (the
+    shard's share of cores) applies unless the request names its own."""
     t0 = time.perf_counter()
-    if threads is not None and (params is None or params.threads is None):
-        params = (params or SearchParams()).with_(threads=threads)
-    s, i = coll.search(queries, k, params, filter=filt)
+    overrides = dict(overrides or {})
+    if threads is not None and overrides.get("threads") is None and getattr(params, "threads", None) is None:
+        overrides["threads"] = threads
+    s, i = coll.search(queries, k, params, filter=filt, **overrides)
     return s, i, time.perf_counter() - t0
 
 
@@ -157,22 +160,22 @@ class ShardedCollection:
         return [out[s] for s in range(self.n_shards)]
 
     # ------------------------------------------------------------------ reads
-    def search(self, queries, k: int = 10, params: SearchParams | None = None, filter: dict | None = None,
+    def search(self, queries, k: int = 10, params=None, filter: dict | None = None,
                partial: bool = False, deadline: float | None = None, **overrides) -> ClusterResult:
-        """Top-k over every shard, merged by score then external id. A shard that is down: with
+        """Top-k over every shard, merged by score then external id; ``params`` (a `SearchParams`) and
+        ``overrides`` go to every shard's `Collection.search`. A shard that is down: with
         ``partial=False`` the search waits for it up to ``deadline`` seconds, then raises
         `ShardUnavailableError`; with ``partial=True`` the other shards' results come back marked
         (``result.partial``, ``result.missing_shards``)."""
-        if params is not None and not isinstance(params, SearchParams):
+        if params is not None and not hasattr(params, "with_"):
             raise ConfigError(f"params must be a SearchParams, got {type(params).__name__}")
-        params = params or SearchParams()
-        if overrides:
-            params = params.with_(**overrides)
+        if params is not None and overrides:
+            params, overrides = params.with_(**overrides), {}
         deadline = self._deadline(deadline)
         check_filter(filter, self.schema)
         queries = check_queries(queries, k, self.dim)
         t0 = time.perf_counter()
-        out, missing = self._gather({s: ("search", (queries, int(k), params, filter), {})
+        out, missing = self._gather({s: ("search", (queries, int(k), params, filter, overrides), {})
                                      for s in range(self.n_shards)}, deadline, partial=bool(partial))
         t1 = time.perf_counter()
         res = merge([(v[0], v[1]) for v in out.values()], len(queries), int(k))
@@ -192,6 +195,11 @@ class ShardedCollection:
             raise ConfigError(f"deadline={deadline!r} must be a number of seconds in (0, 3600]", field="deadline",
                               value=deadline)
         return float(deadline)
+
+    def ping(self, deadline: float = 2.0) -> int:
+        """Live documents, every shard asked with a short ``deadline``: `ShardUnavailableError` names the down."""
+        out, _ = self._gather({s: ("count", (), {}) for s in range(self.n_shards)}, deadline, partial=False)
+        return int(sum(out.values()))
 
     def count(self) -> int:
         return int(sum(self._all("count")))
