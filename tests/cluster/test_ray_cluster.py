@@ -124,3 +124,43 @@ def test_rest_routes_over_the_ray_cluster(cluster):
     assert client.get("/health").json()["status"] == "ok"
     assert "aftershock_cluster_searches_total" in client.get("/metrics").text
     assert client.get("/collections/sci").json()["result"]["points_count"] == len(docs)
+
+
+def test_cli_build_shards_on_ray(cluster, tmp_path, capsys):
+    from aftershock.cli import main
+    from aftershock.cluster import ShardedCollection, read_manifest
+
+    from cluster_data import VECTORS
+
+    out = tmp_path / "cli-cl"
+    assert main(["build", "--input", str(VECTORS / "scifact.docs.npz"), "--ids", str(VECTORS / "scifact.docs.ids.txt"),
+                 "--dim", str(DIM), "--output", str(out), "--shards", "2", "--exact"]) == 0
+    assert "built cluster: 5183 docs in 2 shards" in capsys.readouterr().out
+    assert read_manifest(out)["shards"] == 2
+    with ShardedCollection.open_local(out) as sc:
+        a, b = cluster["one"].search(cluster["qs"][:20], 10), sc.search(cluster["qs"][:20], 10)
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+    assert main(["serve", "--cluster", str(out), "--index", "x"]) == 2  # one source only
+    assert main(["serve", "--port", "1"]) == 2  # a source is required
+
+
+def test_ray_serve_ingress(cluster, tmp_path):
+    pytest.importorskip("ray.serve")
+    import json
+    import urllib.request
+
+    from aftershock.cluster.serve import deploy, undeploy
+
+    docs = cluster["docs"]
+    build_cluster(tmp_path / "served", docs[:300], 2)
+    url = deploy(tmp_path / "served", port=18123, model="none", name="sci")
+    try:
+        q = docs.row(0)
+        body = json.dumps({"query": {"indices": q[0].tolist(), "values": q[1].tolist()}, "limit": 3}).encode()
+        req = urllib.request.Request(url + "/collections/sci/points/query", data=body,
+                                     headers={"Content-Type": "application/json"})
+        got = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert got["result"]["points"][0]["id"] == str(docs.ids[0]) and got["result"]["partial"] is False
+        assert json.loads(urllib.request.urlopen(url + "/health", timeout=60).read())["status"] == "ok"
+    finally:
+        undeploy(tmp_path / "served")
