@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-from aftershock.cli.common import PROG, fmt_bytes, given, guess_format, positive_int, vocab_arg
+from aftershock.cli.common import PROG, fmt_bytes, guess_format, positive_int, vocab_arg
 from aftershock.errors import ConfigError
 
 EXACT_ALWAYS = 2**31 - 1  # exact_threshold of a --exact build: every segment exact
@@ -57,23 +57,21 @@ def _is_dir(value) -> bool:
     return isinstance(value, str) and Path(value).is_dir()
 
 
-def cmd_build_sharded(args) -> int:
+def cmd_build_sharded(args, overrides: dict) -> int:
+    """``build --shards N``: ``overrides`` are the Seismic flags given (checked before any work)."""
     from aftershock.cluster.build import build_cluster, encode_ray
-    from aftershock.cli.index import BUILD_FIELDS, require_ids
     from aftershock.collection import CollectionConfig
     from aftershock.index import read_vectors
     from aftershock.seismic import SeismicConfig
 
-    config = SeismicConfig().with_(**given(args, BUILD_FIELDS))
+    config = SeismicConfig().with_(**overrides)
     cfg = CollectionConfig(exact_threshold=EXACT_ALWAYS if args.exact else 0, seismic=config)
     t0 = time.perf_counter()
     if args.model:
         docs = encode_ray(args.input, args.model, ray_address=args.ray)
         print(f"encoded {len(docs)} documents with Ray Data in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     else:
-        fmt = guess_format(args.input, args.format)
-        require_ids(args.input, fmt, args.ids, args.row_ids, "--ids", "document")
-        docs = read_vectors(args.input, format=fmt, ids=args.ids, dim=args.dim, vocab=vocab_arg(args.vocab),
+        docs = read_vectors(args.input, format=guess_format(args.input, args.format), ids=args.ids, dim=args.dim, vocab=vocab_arg(args.vocab),
                             what="documents", max_terms_per_doc=config.max_terms_per_doc)
     t1 = time.perf_counter()
     report = build_cluster(args.output, docs, args.shards, config=cfg, ray_address=args.ray)

@@ -78,7 +78,9 @@ def cmd_build(args) -> int:
     if getattr(args, "shards", None):  # --- cluster block: a sharded build (aftershock.cli.cluster) ---
         from aftershock.cli.cluster import cmd_build_sharded
 
-        return cmd_build_sharded(args)
+        if not args.model:  # vectors input: the same id rule as one machine
+            require_ids(args.input, guess_format(args.input, args.format), args.ids, args.row_ids, "--ids", "document")
+        return cmd_build_sharded(args, given(args, BUILD_FIELDS))  # --- end of the cluster block ---
     args.threads = clamp_threads(args.threads)
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)

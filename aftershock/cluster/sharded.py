@@ -283,11 +283,4 @@ class ShardedCollection:
         return f"ShardedCollection({str(self.path)!r}, shards={self.n_shards})"
 
 
-def stats_row(stats: dict) -> dict:
-    """The gather overhead of one search: the time outside the slowest shard's own search."""
-    total = stats.get("total_s", 0.0)
-    return {"total_s": total, "shard_search_s": stats.get("shard_search_s", 0.0),
-            "overhead_s": max(total - stats.get("shard_search_s", 0.0), 0.0)}
-
-
 __all__ = ["ShardedCollection", "ClusterResult", "ShardDown", "ShardUnavailableError", "LocalShard"]

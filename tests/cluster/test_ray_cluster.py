@@ -164,3 +164,25 @@ def test_ray_serve_ingress(cluster, tmp_path):
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=60).read())["status"] == "ok"
     finally:
         undeploy(tmp_path / "served")
+
+
+def test_text_build_encodes_with_ray_data(cluster, tmp_path):
+    """Text input: Ray Data map_batches over an encoder actor pool (the shipped tokenizer's binary encoder:
+    no model weights), then routed and built like vectors; the vectors equal encoding in this process."""
+    import json
+
+    from aftershock.cluster.build import encode_ray
+    from aftershock.lsr import load_encoder
+    from aftershock.lsr.load import default_model_dir
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [f"supersonic wing flow number {i}" if i % 2 else f"boundary layer heat transfer {i}" for i in range(40)]
+    corpus.write_text("".join(json.dumps({"_id": f"t{i}", "title": "", "text": t}) + "\n"
+                              for i, t in enumerate(texts)))
+    model = f"binary:{default_model_dir()}"
+    got = encode_ray(corpus, model, actors=1, rows_per_call=16)
+    want = load_encoder(model).encode_documents(texts, ids=[f"t{i}" for i in range(40)])
+    order = {str(i): j for j, i in enumerate(got.ids)}
+    assert sorted(order) == sorted(str(i) for i in want.ids)
+    for j, i in enumerate(want.ids):
+        assert got.to_dict(order[str(i)]) == want.to_dict(j)
