@@ -114,6 +114,24 @@ class RayShard:
             return ("meta", 0, args, self.handles[0].meta.remote())
         return (method, 0, args, self.handles[0].call.remote(method, *args, **kw))
 
+    @staticmethod
+    def collect_many(clients: list, pendings: list, timeout: float):
+        """Every answer at once (one ``ray.get`` for all shards), or None when any call failed or was late:
+        the caller then collects shard by shard, with retries and the deadline."""
+        ray = _ray()
+        try:
+            values = ray.get([p[3] for p in pendings], timeout=max(timeout, 0.001))
+        except Exception:  # noqa: BLE001 - any failure: the per-shard path sorts it out
+            return None
+        return [c._done(p[0], v) for c, p, v in zip(clients, pendings, values)]
+
+    def _done(self, method: str, value):
+        if method in ("upsert", "delete", "flush", "optimize"):
+            value, version = value
+            if self.min_version is None or tuple(version) > tuple(self.min_version):
+                self.min_version = tuple(version)
+        return value
+
     def collect(self, pending, timeout: float):
         ray = _ray()
         from ray import exceptions as E
@@ -136,11 +154,7 @@ class RayShard:
                 r = others[0]
                 tried.add(r)
                 ref = self.handles[r].search.remote(*args, min_version=self.min_version)
-        if method in ("upsert", "delete", "flush", "optimize"):
-            value, version = value
-            if self.min_version is None or tuple(version) > tuple(self.min_version):
-                self.min_version = tuple(version)
-        return value
+        return self._done(method, value)
 
     def close(self):
         pass

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
 
     # -------------------------------------------------------------- Ray: S shards on S cores
     init_ray(num_cpus=cores)
-    qps, recalls = {}, {}
+    qps, recalls, cpu_per_q = {}, {}, {}
     for s in shard_counts + [args.latency_shards]:
         if s in qps:
             continue
@@ -118,6 +118,8 @@ def main(argv=None) -> int:
         sc = open_ray(p, threads=1, deadline=600)
         sc.search(qs[:8], k, params)  # kernels loaded in every actor
         qps[s] = timed_qps(lambda: sc.search(qs, k, params), nq, args.repeat)
+        cpu = sc.last_stats["shard_cpu_s"]  # CPU seconds of each shard's process for the last whole batch
+        cpu_per_q[s] = {"sum_ms": 1e3 * sum(cpu) / nq, "max_ms": 1e3 * max(cpu) / nq}
         recalls[s] = recall(sc.search(qs, k, params))
         if s == args.latency_shards:
             lat, over, shard_t = [], [], []
@@ -141,6 +143,10 @@ def main(argv=None) -> int:
         stop_shards(p)
     out["cluster_qps"] = qps
     out["scaling"] = {s: qps[s] / (s * qps[1]) for s in shard_counts if 1 in qps}
+    out["shard_cpu_ms_per_query"] = cpu_per_q
+    # on S idle cores the batch takes as long as its busiest shard: QPS_S / (S x QPS_1) = cpu_1 / (S x max_s cpu_s)
+    out["scaling_from_cpu"] = {s: cpu_per_q[1]["max_ms"] / (s * cpu_per_q[s]["max_ms"]) for s in shard_counts
+                               if 1 in cpu_per_q}
     out["cluster_recall"] = recalls
     out["recall_diff_max"] = max(abs(r - out["one_collection_recall"]) for r in recalls.values())
 
@@ -162,13 +168,15 @@ def main(argv=None) -> int:
 
     print(f"{args.dataset}: {len(docs)} docs, {nq} queries, k={k}, query_cut={params.query_cut}, "
           f"heap_factor={params.heap_factor}, {cores} cores, load {out['load_avg_start'][0]:.1f}")
-    print("| setup | batch QPS | vs S x 1-shard | recall@10 |")
-    print("|---|---:|---:|---:|")
+    print("| setup | batch QPS (wall) | vs S x 1-shard (wall) | shard CPU ms/query (sum / busiest) | "
+          "vs S x 1-shard (CPU) | recall@10 |")
+    print("|---|---:|---:|---:|---:|---:|")
     for s in shard_counts:
-        print(f"| cluster, {s} shard(s) on {s} core(s) (Ray actors) | {qps[s]:.0f} | {out['scaling'][s]:.2f} | "
-              f"{recalls[s]:.4f} |")
+        c = cpu_per_q[s]
+        print(f"| cluster, {s} shard(s), 1 thread each (Ray actors) | {qps[s]:.0f} | {out['scaling'][s]:.2f} | "
+              f"{c['sum_ms']:.3f} / {c['max_ms']:.3f} | {out['scaling_from_cpu'][s]:.2f} | {recalls[s]:.4f} |")
     for t, v in peer.items():
-        print(f"| one collection, {t} thread(s), in-process | {v:.0f} | | {out['one_collection_recall']:.4f} |")
+        print(f"| one collection, {t} thread(s), in-process | {v:.0f} | | | | {out['one_collection_recall']:.4f} |")
     lt = out["latency"]
     print(f"latency at {lt['shards']} shards: p50 {lt['p50_ms']:.2f} ms (shard search {lt['p50_shard_search_ms']:.2f} "
           f"ms, overhead {lt['p50_overhead_ms']:.2f} ms = {100 * lt['overhead_share_of_p50']:.1f} % of p50); one "
