@@ -64,6 +64,9 @@ def cmd_build_sharded(args, overrides: dict) -> int:
     from aftershock.index import read_vectors
     from aftershock.seismic import SeismicConfig
 
+    if not args.shards:
+        raise ConfigError("--model and --ray belong to a sharded build: add --shards N (for one machine, encode "
+                          "text with `aftershock encode`, then `aftershock build` the vectors)")
     config = SeismicConfig().with_(**overrides)
     cfg = CollectionConfig(exact_threshold=EXACT_ALWAYS if args.exact else 0, seismic=config)
     t0 = time.perf_counter()

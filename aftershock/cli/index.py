@@ -75,7 +75,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_build(args) -> int:
-    if getattr(args, "shards", None):  # --- cluster block: a sharded build (aftershock.cli.cluster) ---
+    if getattr(args, "shards", None) or getattr(args, "model", None) or getattr(args, "ray", None):  # cluster block
+        # --- a sharded build (aftershock.cli.cluster) ---
         from aftershock.cli.cluster import cmd_build_sharded
 
         if not args.model:  # vectors input: the same id rule as one machine

@@ -1,7 +1,7 @@
 """Cluster benchmark (issue 17): shards as Ray actors on one machine.
 
     python benchmarks/cluster/cluster_bench.py --dataset scifact --shards 1,2 --latency-shards 4
-    python benchmarks/cluster/cluster_bench.py --dataset lexicon --queries 1000 --shards 1,2 --latency-shards 4
+    python benchmarks/cluster/cluster_bench.py --dataset lexicon --docs 50000 --queries 500 --shards 1,2
 
 1. **Batch QPS, S shards on S cores**: the cluster with S shards (Ray actors, one search thread each) answers
    one batch of queries (scattered to every shard, merged); QPS_S / (S x QPS_1), where QPS_1 is the 1-shard
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--docs", type=int, help="the first N documents only (default: all)")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--shards", default="1,2", help="shard counts of the QPS table (S shards on S cores)")
     ap.add_argument("--latency-shards", type=int, default=4)
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     docs = read_npz(VECTORS / f"{args.dataset}.docs.npz", ids=read_ids(VECTORS / f"{args.dataset}.docs.ids.txt"))
+    docs = docs[: args.docs] if args.docs else docs
     qs = read_npz(VECTORS / f"{args.dataset}.queries.npz", dim=docs.dim)[: args.queries]
     nq, k = len(qs), 10
     params = SearchParams(query_cut=args.query_cut, heap_factor=args.heap_factor)
@@ -129,6 +131,13 @@ def main(argv=None) -> int:
                 lat.append(st["total_s"])
                 shard_t.append(st["shard_search_s"])
                 over.append(max(st["total_s"] - st["shard_search_s"], 0.0))
+            ray = init_ray()
+            handles = [c.handles[0] for c in sc.clients]
+            noop = []
+            for i in range(min(args.latency_queries, nq)):  # the floor: a fan-out of empty actor calls
+                t0 = time.perf_counter()
+                ray.get([h.pid.remote() for h in handles])
+                noop.append(time.perf_counter() - t0)
             one_lat = []
             for i in range(min(args.latency_queries, nq)):
                 t0 = time.perf_counter()
@@ -139,7 +148,8 @@ def main(argv=None) -> int:
                               "p50_shard_search_ms": 1e3 * float(np.median(shard_t)),
                               "overhead_share_of_p50": float(np.median(over) / np.median(lat)),
                               "p99_ms": 1e3 * float(np.percentile(lat, 99)),
-                              "one_collection_p50_ms": 1e3 * float(np.median(one_lat))}
+                              "one_collection_p50_ms": 1e3 * float(np.median(one_lat)),
+                              "noop_fanout_p50_ms": 1e3 * float(np.median(noop))}
         stop_shards(p)
     out["cluster_qps"] = qps
     out["scaling"] = {s: qps[s] / (s * qps[1]) for s in shard_counts if 1 in qps}
@@ -180,7 +190,8 @@ def main(argv=None) -> int:
     lt = out["latency"]
     print(f"latency at {lt['shards']} shards: p50 {lt['p50_ms']:.2f} ms (shard search {lt['p50_shard_search_ms']:.2f} "
           f"ms, overhead {lt['p50_overhead_ms']:.2f} ms = {100 * lt['overhead_share_of_p50']:.1f} % of p50); one "
-          f"collection in-process p50 {lt['one_collection_p50_ms']:.2f} ms")
+          f"collection in-process p50 {lt['one_collection_p50_ms']:.2f} ms; an empty call to the {lt['shards']} "
+          f"actors p50 {lt['noop_fanout_p50_ms']:.2f} ms")
     print(f"exact equality ({out['exact_equal']['shards']} shards): {out['exact_equal']}; recall diff max "
           f"{out['recall_diff_max']:.4f}")
     if args.json:
