@@ -156,3 +156,31 @@ def test_approximate_recall_within_001_of_one_collection(tmp_path):
         r_one = recall_at_k(t, as_rows(one.search(qs, 10, query_cut=5, heap_factor=0.8), docs), 10)
         r_sh = recall_at_k(t, as_rows(sc.search(qs, 10, query_cut=5, heap_factor=0.8), docs), 10)
     assert abs(r_sh - r_one) <= 0.01 or r_sh >= r_one, (r_sh, r_one)
+
+
+@needs_scifact
+def test_rest_marks_partial_and_answers_503_while_a_shard_is_down(built):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from aftershock.cluster.ingress import create_cluster_app
+
+    docs, qs, sc, one = built
+    client = TestClient(create_cluster_app(sc, name="sci"))
+    q = qs.row(0)
+    body = {"query": {"indices": q[0].tolist(), "values": q[1].tolist()}, "k": 5, "deadline": 0.2}
+    live = sc.clients
+    sc.clients = [live[0], _Down(), live[2]]
+    try:
+        r = client.post("/search", json=body)
+        assert r.status_code == 503 and r.json()["error"]["shards"] == [1] and r.headers["Retry-After"] == "1"
+        r = client.post("/search", json={**body, "partial": True}).json()
+        assert r["partial"] is True and r["missing_shards"] == [1] and len(r["hits"]) == 5
+        assert client.get("/health").status_code == 503
+        assert client.post("/search", json={**body, "partial": "yes"}).status_code == 422
+        metrics = client.get("/metrics").text
+        assert 'outcome="partial"' in metrics and 'outcome="unavailable"' in metrics
+    finally:
+        sc.clients = live
+    r = client.post("/search", json=body).json()
+    assert r["partial"] is False and [h["id"] for h in r["hits"]] == [x for x in one.search(qs[:1], 5).ids[0]]
