@@ -186,3 +186,22 @@ def test_text_build_encodes_with_ray_data(cluster, tmp_path):
     assert sorted(order) == sorted(str(i) for i in want.ids)
     for j, i in enumerate(want.ids):
         assert got.to_dict(order[str(i)]) == want.to_dict(j)
+
+
+def test_replicas_read_their_writes_and_cover_a_dead_writer(cluster, tmp_path):
+    docs = cluster["docs"]
+    build_cluster(tmp_path / "rep", docs[:300], 2)
+    sc = open_ray(tmp_path / "rep", replicas=2, threads=1, deadline=60)
+    try:
+        new = docs[400:401]
+        sc.upsert(new, ids=["fresh"])
+        for _ in range(4):  # round-robin: the writer and the follower both answer with the new document
+            assert "fresh" in sc.search(new, 3).ids[0]
+        s = shard_of("fresh", 2)
+        writer = sc.clients[s].handles[0]
+        os.kill(ray.get(writer.pid.remote()), signal.SIGKILL)
+        for _ in range(4):  # the follower answers while the writer restarts
+            r = sc.search(new, 3, partial=True)
+            assert not r.partial and "fresh" in r.ids[0]
+    finally:
+        stop_shards(tmp_path / "rep", replicas=2)
