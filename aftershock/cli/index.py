@@ -49,6 +49,11 @@ def add_parsers(sub) -> None:
     add_config_flags(g, SeismicConfig)
     b.add_argument("--threads", type=int, help="build threads (default: all cores)")
     b.set_defaults(func=cmd_build)
+    # --- sharded build on Ray: --shards / --ray / --model (aftershock.cli.cluster) ---
+    from aftershock.cli.cluster import add_build_flags
+
+    add_build_flags(b)
+    # --- end of the cluster block ---
 
     s = sub.add_parser("search", help="search an index and write a TREC run",
                        description="Search every query of a file and write a TREC run file.")
@@ -70,6 +75,13 @@ def add_parsers(sub) -> None:
 
 
 def cmd_build(args) -> int:
+    if getattr(args, "shards", None) or getattr(args, "model", None) or getattr(args, "ray", None):  # cluster block
+        # --- a sharded build (aftershock.cli.cluster) ---
+        from aftershock.cli.cluster import cmd_build_sharded
+
+        if not args.model:  # vectors input: the same id rule as one machine
+            require_ids(args.input, guess_format(args.input, args.format), args.ids, args.row_ids, "--ids", "document")
+        return cmd_build_sharded(args, given(args, BUILD_FIELDS))  # --- end of the cluster block ---
     args.threads = clamp_threads(args.threads)
     vocab = vocab_arg(args.vocab)
     overrides = given(args, BUILD_FIELDS)

@@ -66,10 +66,21 @@ def add_parsers(sub) -> None:
     sv.add_argument("--collection", default="default", help="name for the Qdrant/OpenSearch-style routes")
     sv.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     sv.set_defaults(func=cmd_serve)
+    # --- cluster serving on Ray Serve: --cluster / --ray / --replicas (aftershock.cli.cluster) ---
+    from aftershock.cli.cluster import add_serve_flags
+
+    add_serve_flags(sv)
+    # --- end of the cluster block ---
 
 
 def cmd_serve(args) -> int:
     import os
+
+    from aftershock.cli.cluster import check_serve_source, cmd_serve_cluster  # --- cluster block ---
+
+    check_serve_source(args)
+    if getattr(args, "cluster", None):
+        return cmd_serve_cluster(args)  # --- end of the cluster block ---
 
     from aftershock.service import ServiceSettings, serve
 
