@@ -1,5 +1,13 @@
 """Search over one consistent generation: every segment and the buffer with the same k, deleted and
-filtered rows dropped, the per-segment top-k merged by score (ties by external id, for determinism)."""
+filtered rows dropped, the per-segment top-k merged by score (ties by external id, for determinism).
+
+Per segment (`search_segment`): a filter whose allowed set is small (`exact_limit`) is scored exactly over
+those rows; otherwise a Seismic segment searches with the allowed-and-live rows as a mask *inside* the heap
+(excluded rows are never scored, so the k-th score that drives the block cut is the k-th allowed one), and
+an exact segment over-fetches k + excluded rows. A query still short of k hits (its allowed documents lie
+outside the blocks the search visits) is completed exactly over the allowed rows, so a filtered search
+returns k hits whenever k allowed documents match the query.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from aftershock.collection.filters import filter_mask
-from aftershock.collection.segment import score_exact, search_segment
+from aftershock.collection.segment import score_exact
 from aftershock.errors import ConfigError, TermIdOutOfRangeError
 from aftershock.index import SparseBatch
 
@@ -68,6 +76,49 @@ def merge(parts: list[tuple[np.ndarray, np.ndarray]], nq: int, k: int) -> Collec
     ids = np.take_along_axis(ID, order, 1)
     out_i[:, :m] = np.where(out_s[:, :m] > -np.inf, ids, None)
     return CollectionResult(out_s, out_i)
+
+
+def exact_limit(config, n: int) -> int:
+    """The largest allowed set of an n-row segment that is scored exactly rather than searched."""
+    return int(max(config.filter_exact_rows, config.filter_exact_fraction * n))
+
+
+def search_segment(seg, deleted: np.ndarray, allowed: np.ndarray | None, queries: SparseBatch, Q, k: int, params,
+                   config) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows of segment ``seg`` per query among rows neither ``deleted`` nor outside ``allowed`` (None:
+    no filter); padded -inf / -1. See the module docstring for the three paths."""
+    ok = ~deleted if allowed is None else (allowed & ~deleted)
+    n_ok, nq, n = int(ok.sum()), len(queries), seg.n
+    if n_ok == 0 or nq == 0:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    if allowed is not None and n_ok <= exact_limit(config, n):
+        return score_exact(seg.forward(), np.flatnonzero(ok), Q, k)
+    if n_ok == n:
+        res = seg.index.search(queries, k, params)
+        return np.array(res.scores), np.array(res.ids)
+    if seg.kind == "seismic":
+        res = seg.index._search_allowed(queries, k, params, ok)
+        out_s, out_i = np.array(res.scores), np.array(res.ids)
+    else:  # exact: the k best allowed rows are among the k + excluded best rows
+        res = seg.index.search(queries, min(k + n - n_ok, n), params)
+        out_s, out_i = _keep(res.scores, res.ids, ok, k)
+    short = np.flatnonzero((out_i >= 0).sum(axis=1) < min(k, n_ok))
+    if short.size and seg.kind == "seismic":
+        out_s[short], out_i[short] = score_exact(seg.forward(), np.flatnonzero(ok), Q[short], k)
+    return out_s, out_i
+
+
+def _keep(scores: np.ndarray, ids: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first k (score, id) whose id is ``ok`` (order kept), padded -inf / -1."""
+    keep = (ids >= 0) & ok[np.maximum(ids, 0)]
+    pos = np.cumsum(keep, axis=1) - 1
+    sel = keep & (pos < k)
+    out_s = np.full((ids.shape[0], k), -np.inf, np.float32)
+    out_i = np.full((ids.shape[0], k), -1, np.int64)
+    r, c = np.nonzero(sel)
+    out_s[r, pos[r, c]] = scores[r, c]
+    out_i[r, pos[r, c]] = ids[r, c]
+    return out_s, out_i
 
 
 def search_generation(gen, queries: SparseBatch, k: int, params, filt, config) -> CollectionResult:
