@@ -92,7 +92,7 @@ def cmd_serve(args) -> int:
                                collection=args.name)
     if args.collection is not None:
         from aftershock.cli.collection import is_collection
-        from aftershock.service.collection import serve_collection
+        from aftershock.service.server import serve_collection
 
         if not is_collection(args.collection):
             raise ConfigError(f"--collection {args.collection}: not a collection directory (no CURRENT file); create "

@@ -12,7 +12,7 @@
 `collection_router(collection, encoder=None, name="default")` returns an APIRouter (errors raise `ApiError`,
 which the main app maps to 4xx JSON); `create_collection_app(...)` wraps it in an app of its own.
 
-`aftershock serve --collection DIR` (`serve_collection`) serves the full app of `aftershock.service.app` over a
+`aftershock serve --collection DIR` (`aftershock.service.server.serve_collection`) serves the full app of `aftershock.service.app` over a
 `CollectionEngine`: these routes plus ``/search``, ``/search/batch``, ``/documents/{id}``, ``/info``, health,
 metrics and the OpenSearch ``_search``, each search body taking a Qdrant-shaped ``filter``; hits carry the
 external ids. One process writes a collection, so it runs one uvicorn worker.
@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from aftershock.collection import check_filter
-from aftershock.errors import AftershockError, ConfigError
+from aftershock.errors import AftershockError
 from aftershock.index import SparseBatch
 from aftershock.seismic import SearchParams
 from aftershock.service.engine import ApiError, SearchEngine, api_error_from, deadline_exceeded, dumps
@@ -306,43 +306,3 @@ class CollectionEngine(SearchEngine):
                 "tokens": dict(zip((self.vocab.tokens[t] for t in ids), vals)) if self.vocab is not None else None,
                 "title": None, "text": None, "payload": md[0]}
 
-
-def build_collection_app(path, model="default", settings: ServiceSettings | None = None):
-    """(app, collection): the service over collection ``path`` opened as its writer; ``model`` as for
-    ``serve --index`` (text in searches and upserts is encoded with its query side)."""
-    from aftershock.collection import Collection
-    from aftershock.service.app import create_app
-    from aftershock.service.server import _default_encoder, load_query_encoder
-
-    collection = Collection.open(path)
-    try:
-        if model is None or str(model).lower() == "none":
-            encoder = None
-        else:
-            encoder = _default_encoder(collection) if str(model) == "default" else load_query_encoder(model)
-        return create_app(None, encoder=encoder, settings=settings, collection=collection), collection
-    except BaseException:
-        collection.close()
-        raise
-
-
-def serve_collection(path, model="default", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-                     settings: ServiceSettings | None = None, access_log: bool = False) -> None:
-    """``aftershock serve --collection DIR``: one worker (a collection has one writer); the collection is closed
-    (its log synced) when the server stops."""
-    import sys
-
-    import uvicorn
-
-    from aftershock.service.server import SWITCH_INTERVAL, uvicorn_options
-
-    if workers != 1:
-        raise ConfigError(f"--workers {workers}: a collection has one writer process, so serve --collection runs one "
-                          "worker (searches still run on all cores); drop --workers")
-    settings = settings or ServiceSettings()
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    app, collection = build_collection_app(path, model, settings)
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, **uvicorn_options(settings))
-    finally:
-        collection.close()
