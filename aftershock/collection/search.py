@@ -92,20 +92,64 @@ def search_segment(seg, deleted: np.ndarray, allowed: np.ndarray | None, queries
     if n_ok == 0 or nq == 0:
         return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
     if allowed is not None and n_ok <= exact_limit(config, n):
-        return score_exact(seg.forward(), np.flatnonzero(ok), Q, k)
+        return score_rows(seg, np.flatnonzero(ok), queries, Q, k, params)
     if n_ok == n:
         res = seg.index.search(queries, k, params)
         return np.array(res.scores), np.array(res.ids)
     if seg.kind == "seismic":
-        res = seg.index._search_allowed(queries, k, params, ok)
+        res = seg.index._search_allowed(queries, k, widened(params, n_ok / n), ok)
         out_s, out_i = np.array(res.scores), np.array(res.ids)
     else:  # exact: the k best allowed rows are among the k + excluded best rows
         res = seg.index.search(queries, min(k + n - n_ok, n), params)
         out_s, out_i = _keep(res.scores, res.ids, ok, k)
     short = np.flatnonzero((out_i >= 0).sum(axis=1) < min(k, n_ok))
     if short.size and seg.kind == "seismic":
-        out_s[short], out_i[short] = score_exact(seg.forward(), np.flatnonzero(ok), Q[short], k)
+        out_s[short], out_i[short] = score_rows(seg, np.flatnonzero(ok), queries[short], Q[short], k, params)
     return out_s, out_i
+
+
+COPY_BATCH = 8  # queries from which copying the rows once (scipy, inverted) beats dot products per row
+
+
+def score_rows(seg, rows: np.ndarray, queries: SparseBatch, Q, k: int, params) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``queries`` over segment ``rows``. A few queries on a Seismic segment: one dot product
+    per row, read from the forward index in place (`rows_exact_*` kernels: no set-up, what a single service
+    query needs); a batch (or an exact segment, small by construction): the rows copied once and transposed,
+    then one sparse product over the query terms' postings (`score_exact`)."""
+    if seg.kind != "seismic" or len(queries) >= COPY_BATCH:
+        return score_exact(seg.forward(), rows, Q, k)
+    from aftershock.seismic import kernels as K
+    from aftershock.seismic.index import _parallel_guard
+    from aftershock.seismic.kernels.search import rows_exact_batch, rows_exact_serial
+
+    ix, nq = seg.index, len(queries)
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_i = np.full((nq, k), -1, np.int64)
+    nt = min(params.n_threads(), nq)
+    args = (ix.fwd_ptr, ix.fwd_idx, ix.fwd_val, K.F16_LUT, rows.astype(np.int64), queries.indptr, queries.indices,
+            queries.values, k)
+    qdense = np.zeros((max(nt, 1), ix.dim), np.float32)
+    if nt <= 1:
+        rows_exact_serial(*args, out_s, out_i, qdense)
+    else:
+        with _parallel_guard(), K.numba_threads(nt):
+            rows_exact_batch(*args, nt, out_s, out_i, qdense)
+    return out_s, out_i
+
+
+WIDEN_BELOW = 0.3  # allowed fraction under which a filtered Seismic search widens (measured on lexicon)
+WIDEN_MAX = 2.0
+
+
+def widened(params, fraction: float):
+    """The knobs of a filtered Seismic search when a ``fraction`` of the segment is allowed: the filtered top-k
+    lies deeper in the unfiltered ranking (about k / fraction), so below `WIDEN_BELOW` the search visits more
+    posting lists and cuts fewer blocks: ``query_cut`` x f and ``heap_factor`` / sqrt(f), with
+    f = min(`WIDEN_MAX`, sqrt(WIDEN_BELOW / fraction)). It stays cheap: excluded documents are never scored."""
+    if fraction >= WIDEN_BELOW:
+        return params
+    f = min(WIDEN_MAX, (WIDEN_BELOW / fraction) ** 0.5)
+    return params.with_(query_cut=int(np.ceil(params.query_cut * f)), heap_factor=params.heap_factor / f ** 0.5)
 
 
 def _keep(scores: np.ndarray, ids: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

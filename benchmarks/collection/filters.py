@@ -10,8 +10,10 @@ Metadata per document: ``source`` from the id prefix (gcide / wordnet / kjv), ``
 are picked to land near the target selectivities, and each row reports the selectivity it really has.
 
 Every strategy runs on the same one-segment collection (one Seismic segment, the collection's default build),
-1 thread, all queries in one call, interleaved over ``--rounds`` (the minimum is reported: the machine is
-shared). recall@10 is `aftershock.eval.metrics.recall_at_k` against exact filtered search (an `ExactIndex`
+1 thread, interleaved over ``--rounds`` (the minimum is reported: the machine is shared), two ways: all
+queries in one call ("batch", what ``aftershock search`` does) and one query per call over the first
+``--single`` queries ("single", what the service does). "collection" is the path the default
+`CollectionConfig` picks (exact below its threshold, in-heap above). recall@10 is `aftershock.eval.metrics.recall_at_k` against exact filtered search (an `ExactIndex`
 over the allowed rows, 20 deep for ties). Prints one JSON object (and writes it with ``--out``).
 """
 
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--query-cut", type=int, default=10)
     ap.add_argument("--heap-factor", type=float, default=0.7)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--single", type=int, default=100, help="queries timed one per call")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -125,6 +128,7 @@ def main(argv=None) -> int:
         Q = as_scipy(qs, docs.dim)
         blocked = CollectionConfig(filter_exact_rows=0, filter_exact_fraction=0.0)
         exact = CollectionConfig(filter_exact_rows=n, filter_exact_fraction=1.0)
+        default = CollectionConfig()
         seg.forward()  # the exact path's CSR, built once (as a served segment keeps it)
         seg.index.search(qs[:4], K, params)  # compile
         search_segment(seg, deleted, np.ones(n, bool), qs[:4], Q[:4], K, params, blocked)
@@ -143,29 +147,46 @@ def main(argv=None) -> int:
             sub = seg.rows(sub_rows)
             truth = ExactIndex.build(sub).search(qs, 2 * K)
             truth = SearchResult(truth.scores, np.where(truth.ids >= 0, sub_rows[np.maximum(truth.ids, 0)], -1))
-            us = {"unfiltered": [], "in_heap": [], "exact_allowed": [], "post_filter": []}
+            strategies = {
+                "unfiltered": lambda b, B: seg.index.search(b, K, params).ids,
+                "in_heap": lambda b, B: search_segment(seg, deleted, ok, b, B, K, params, blocked)[1],
+                "exact_allowed": lambda b, B: search_segment(seg, deleted, ok, b, B, K, params, exact)[1],
+                "post_filter": lambda b, B: post_filter(seg.index, b, K, params, ok),
+                "collection": lambda b, B: search_segment(seg, deleted, ok, b, B, K, params, default)[1]}
+            us = {name: [] for name in strategies}
+            single = {name: [] for name in strategies if name != "post_filter"}
             got = {}
+            ns = min(args.single, len(qs))
             for _ in range(args.rounds):
-                for name, fn in (("unfiltered", lambda: seg.index.search(qs, K, params).ids),
-                                 ("in_heap", lambda: search_segment(seg, deleted, ok, qs, Q, K, params, blocked)[1]),
-                                 ("exact_allowed", lambda: search_segment(seg, deleted, ok, qs, Q, K, params,
-                                                                          exact)[1]),
-                                 ("post_filter", lambda: post_filter(seg.index, qs, K, params, ok))):
-                    got[name], u = timed(fn)
+                for name, fn in strategies.items():
+                    got[name], u = timed(lambda: fn(qs, Q))
                     us[name].append(u)
+                    if name in single:
+                        t1 = time.perf_counter()
+                        for i in range(ns):
+                            fn(qs[i:i + 1], Q[i:i + 1])
+                        single[name].append((time.perf_counter() - t1) / ns * 1e6)
             row = {"target": t, "selectivity": round(float(ok.mean()), 5), "allowed": int(ok.sum()),
                    "filter": filt, "mask_ms": round(mask_ms, 2)}
             for name in us:
                 row[f"{name}_us"] = round(min(us[name]), 1)
+                if name in single:
+                    row[f"{name}_single_us"] = round(min(single[name]), 1)
                 if name != "unfiltered":
                     row[f"{name}_recall@10"] = round(recall_at_k(truth, got[name], K), 4)
-            row["in_heap_over_unfiltered"] = round(row["in_heap_us"] / row["unfiltered_us"], 3)
-            row["in_heap_over_exact_allowed"] = round(row["in_heap_us"] / row["exact_allowed_us"], 3)
+            for mode in ("", "_single"):
+                row[f"in_heap_over_unfiltered{mode}"] = round(row[f"in_heap{mode}_us"] / row[f"unfiltered{mode}_us"], 3)
+                row[f"in_heap_over_exact_allowed{mode}"] = round(row[f"in_heap{mode}_us"]
+                                                                 / row[f"exact_allowed{mode}_us"], 3)
+                row[f"collection_over_unfiltered{mode}"] = round(row[f"collection{mode}_us"]
+                                                                 / row[f"unfiltered{mode}_us"], 3)
             out["rows"].append(row)
             print(json.dumps(row), file=sys.stderr)
         full = ExactIndex.build(seg.rows(np.arange(n))).search(qs, 2 * K)
         out["unfiltered_recall@10"] = round(recall_at_k(full, seg.index.search(qs, K, params).ids, K), 4)
-        out["crossover"] = crossover(out["rows"])
+        out["crossover_batch"] = crossover(out["rows"], "")
+        out["crossover_single"] = crossover(out["rows"], "_single")
+        out["default_config"] = {f: getattr(default, f) for f in ("filter_exact_rows", "filter_exact_fraction")}
         c.close()
     text = json.dumps(out, indent=1)
     print(text)
@@ -174,10 +195,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def crossover(rows: list[dict]) -> dict | None:
+def crossover(rows: list[dict], mode: str) -> dict | None:
     """The selectivity where exact scoring of the allowed rows becomes as slow as the in-heap search
     (log-linear interpolation between the two measured rows around it)."""
-    pts = sorted((r["selectivity"], r["in_heap_over_exact_allowed"]) for r in rows)
+    pts = sorted((r["selectivity"], r[f"in_heap_over_exact_allowed{mode}"]) for r in rows)
     for (s0, r0), (s1, r1) in zip(pts, pts[1:]):
         if r0 >= 1.0 >= r1:  # exact is faster below, in-heap above
             w = 0.0 if r0 == r1 else (np.log(r0) - 0.0) / (np.log(r0) - np.log(r1))

@@ -226,3 +226,40 @@ def seismic_search_serial(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_
     """Same as the batch on one thread, without the parallel launch (single queries, low latency)."""
     _seismic_chunk(0, 1, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, out_s, out_i, stats,
                    (qdense[0], vbits[0], touched[0], acc_dot[0], acc_q[0]))
+
+
+# ---------------------------------------------------------------------------------------------- a few rows, exactly
+@numba.njit
+def _rows_exact_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i,
+                      qdense):
+    """Queries c, c + n_chunks, ...: the exact top-k over ``rows`` only (scores <= 0 are no hits)."""
+    hs = np.empty(k, np.float32)
+    hi = np.empty(k, np.int64)
+    for q in range(c, q_ptr.shape[0] - 1, n_chunks):
+        a, b = q_ptr[q], q_ptr[q + 1]
+        for j in range(a, b):
+            qdense[q_idx[j]] = q_val[j]
+        size = 0
+        for r in rows:
+            s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, r, qdense)
+            if s > 0:
+                size = heap_push(hs, hi, size, k, s, r)
+        for j in range(a, b):
+            qdense[q_idx[j]] = 0.0
+        heap_sorted_into(hs, hi, size, out_s[q], out_i[q])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def rows_exact_batch(fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, n_chunks, out_s, out_i, qdense):
+    """Exact top-k of each query over the document ``rows`` of a forward index (a filter's small allowed set:
+    one dot product per row, no copy of the rows), over ``n_chunks`` threads (``qdense``: one zeroed dense
+    row per thread, left zeroed)."""
+    for c in prange(n_chunks):
+        _rows_exact_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i,
+                          qdense[c])
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_exact_serial(fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i, qdense):
+    """`rows_exact_batch` on one thread, without the parallel launch (single queries)."""
+    _rows_exact_chunk(0, 1, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i, qdense[0])
