@@ -141,33 +141,12 @@ def client_main(argv) -> int:
     return 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc, timeout: float = 300.0) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"server at {url} not ready after {timeout} s")
-
-
 def main(argv=None) -> int:
     from aftershock import Collection, CollectionConfig
     from aftershock.index import read_ids, read_npz
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from service_load import _free_port, _wait_ready  # the service load test's port and readiness helpers
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="scifact")
@@ -201,7 +180,7 @@ def main(argv=None) -> int:
                                    "--model", "none", "--port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"))
         try:
-            _wait_ready(url, server)
+            _wait_ready(url, server, workers=1)
             load = subprocess.run([sys.executable, str(Path(__file__).resolve()), "client", "--url", url,
                                    "--docs", str(docs_npz), "--queries", str(q_npz), "--acked",
                                    str(Path(tmp) / "acked.json"), "--clients", str(args.clients), "--duration",
