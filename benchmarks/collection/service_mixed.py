@@ -51,7 +51,9 @@ async def _drive(url: str, docs, queries, clients: int, duration: float, write_f
     status_5xx = 0
     acked: dict[str, dict] = {}
     stop = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # pooled connections are dropped after 2 s idle, before the server's 5 s keep-alive timeout closes them:
+    # otherwise a request sent as the server closes its connection fails (a client race, not a server error)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as client:
         async def worker(w: int):
             nonlocal status_5xx
@@ -103,23 +105,33 @@ async def _check_live(url: str, acked: dict) -> dict:
     """Every acknowledged id: stored with the vector sent, and found by a search with its own vector."""
     import httpx
 
-    bad_doc, not_found = [], []
-    sem = asyncio.Semaphore(16)
+    bad_doc, not_found, transport = [], [], []
+    sem = asyncio.Semaphore(8)
     async with httpx.AsyncClient(base_url=url, timeout=120.0) as client:
+        async def call(method, path, **kw):
+            for attempt in range(3):  # a keep-alive connection the server just closed: retry, and count it
+                try:
+                    return await client.request(method, path, **kw)
+                except httpx.TransportError as e:
+                    transport.append(f"{type(e).__name__}: {e}")
+                    await asyncio.sleep(0.5)
+            return await client.request(method, path, **kw)
+
         async def one(doc_id, vec):
             async with sem:
-                r = await client.get(f"/documents/{doc_id}")
+                r = await call("GET", f"/documents/{doc_id}")
                 if r.status_code != 200 or r.json()["vector"]["indices"] != vec["indices"] or not np.allclose(
                         r.json()["vector"]["values"], vec["values"], rtol=1e-3):
                     bad_doc.append(doc_id)
-                r = await client.post("/search", json={"query": vec, "k": 1,
-                                                       "filter": {"must": [{"has_id": [doc_id]}]}})
+                r = await call("POST", "/search", json={"query": vec, "k": 1,
+                                                         "filter": {"must": [{"has_id": [doc_id]}]}})
                 if r.status_code != 200 or [h["id"] for h in r.json()["hits"]] != [doc_id]:
                     not_found.append(doc_id)
 
         await asyncio.gather(*(one(d, v) for d, v in acked.items()))
     return {"checked": len(acked), "missing_or_wrong_vector": len(bad_doc), "not_searchable": len(not_found),
-            "samples": (bad_doc + not_found)[:5]}
+            "samples": (bad_doc + not_found)[:5], "transport_retries": len(transport),
+            "transport_samples": transport[:3]}
 
 
 def client_main(argv) -> int:
@@ -135,8 +147,9 @@ def client_main(argv) -> int:
     a = p.parse_args(argv)
     docs, queries = read_npz(a.docs), read_npz(a.queries)
     out, acked = asyncio.run(_drive(a.url, docs, queries, a.clients, a.duration, a.write_frac, a.seed))
-    out["live_check"] = asyncio.run(_check_live(a.url, acked))
+    print(json.dumps(out), file=sys.stderr, flush=True)
     Path(a.acked).write_text(json.dumps(sorted(acked)), encoding="utf-8")
+    out["live_check"] = asyncio.run(_check_live(a.url, acked))
     print(json.dumps(out))
     return 0
 
@@ -157,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--buffer-docs", type=int, default=500)
     ap.add_argument("--exact-threshold", type=int, default=2000)
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--server-log", help="keep the server's log here (default: dropped with the temp dir)")
     args = ap.parse_args(argv)
     docs_npz, q_npz = VECTORS / f"{args.dataset}.docs.npz", VECTORS / f"{args.dataset}.queries.npz"
     docs = read_npz(docs_npz, ids=read_ids(VECTORS / f"{args.dataset}.docs.ids.txt"))
@@ -178,7 +192,7 @@ def main(argv=None) -> int:
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([sys.executable, "-m", "aftershock", "serve", "--collection", str(path),
                                    "--model", "none", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"))
+                                  stdout=subprocess.DEVNULL, stderr=open(args.server_log or Path(tmp) / "server.log", "w"))
         try:
             _wait_ready(url, server, workers=1)
             load = subprocess.run([sys.executable, str(Path(__file__).resolve()), "client", "--url", url,
