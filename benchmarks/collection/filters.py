@@ -1,6 +1,6 @@
 """Filtered search on a collection: in-heap filtering of a Seismic segment vs exact scoring of the allowed rows
 vs post-filtering (over-fetch) vs the unfiltered search, per selectivity, on real vectors with synthetic but
-realistic metadata. Sets the exact/blocked threshold of `CollectionConfig` (``filter_exact_fraction``).
+realistic metadata. Sets the exact/blocked threshold of `CollectionConfig` (``filter_exact_rows``).
 
     python benchmarks/collection/filters.py                              # lexicon, 268,640 docs
     python benchmarks/collection/filters.py --n-docs 40000 --queries 200  # a slice, for development

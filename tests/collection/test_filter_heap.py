@@ -131,3 +131,27 @@ def test_collection_recall_against_exact_filtered(tmp_path):
 
     assert recall_at_k(SearchResult(truth.scores, as_rows(truth_ids)), as_rows(got), 10) >= 0.9
     c.close()
+
+
+def test_exact_paths_for_one_query_and_a_batch_agree(tmp_path):
+    """A small allowed set is scored exactly: per row from the forward index (a few queries) or through the
+    copied rows' postings (a batch); both give the brute-force filtered top-k."""
+    from aftershock.collection.search import COPY_BATCH, exact_limit
+
+    rng = np.random.default_rng(12)
+    docs = random_docs(rng, [f"d{i}" for i in range(N)])
+    cfg = CollectionConfig(exact_threshold=50, buffer_docs=N, filter_exact_rows=60)
+    assert exact_limit(cfg, N, 1) == 60 and exact_limit(cfg, N, COPY_BATCH) > 60
+    c = Collection.create(tmp_path / "c", dim=docs.dim, config=cfg, schema={"part": "integer"})
+    c.upsert(docs, metadata=[{"part": i % 10} for i in range(N)])
+    c.flush()
+    filt = {"must": [{"key": "part", "match": {"value": 3}}]}  # 40 rows: exact on both paths
+    allowed = {f"d{i}" for i in range(N) if i % 10 == 3}
+    qs = queries(n=COPY_BATCH + 2)
+    batch = c.search(qs, k=6, filter=filt)
+    check_topk(batch, _model(docs), qs, 6, allowed=allowed)
+    for q in range(len(qs)):  # the same scores (ties at the k-th may pick different ids)
+        one = c.search(qs[q:q + 1], k=6, filter=filt)
+        assert np.allclose(one.scores[0], batch.scores[q])
+        check_topk(one, _model(docs), qs[q:q + 1], 6, allowed=allowed)
+    c.close()
