@@ -67,6 +67,9 @@ def test_writes_then_filtered_search_on_every_route(served, tmp_path):
     info = cl.get("/collections/docs").json()["result"]
     assert info["points_count"] == 10
     assert cl.get("/info").json()["kind"] == "collection" and cl.get("/info").json()["n_docs"] == 10
+    spec = cl.get("/openapi.json").json()["paths"]  # one query route per path: the app's, with its filter
+    assert "put" in spec["/collections/{c}/points"] and list(spec["/collections/{collection}/points/query"]) == ["post"]
+    assert "/collections/{c}/points/query" not in spec and cl.get("/").status_code == 200
     lines = [{"index": {"_id": "b1"}}, {"vector": {"indices": [1], "values": [3.0]}, "src": "kjv", "year": 2000},
              {"delete": {"_id": "p5"}}]
     r = cl.post("/_bulk", content="\n".join(json.dumps(x) for x in lines) + "\n")
