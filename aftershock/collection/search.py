@@ -86,7 +86,7 @@ def exact_limit(config, n: int, nq: int = 1) -> int:
     """The largest allowed set of an n-row segment that ``nq`` queries score exactly rather than search:
     ``max(filter_exact_rows, filter_exact_fraction x n)``, times `BATCH_ROWS` for a batch (which copies the
     rows once and scores them through their postings: about 12x cheaper per row than one query's dot
-    products; measured crossovers on lexicon ~3,200 rows for one query, ~40,000 for a batch)."""
+    products; measured crossovers on lexicon ~3,200 rows for one query, ~53,000 for a batch)."""
     rows = max(config.filter_exact_rows, config.filter_exact_fraction * n)
     return int(rows * (BATCH_ROWS if nq >= COPY_BATCH else 1))
 
