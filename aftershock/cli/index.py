@@ -57,7 +57,8 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser("search", help="search an index and write a TREC run",
                        description="Search every query of a file and write a TREC run file.")
-    s.add_argument("--index", required=True, help="index directory written by `aftershock build`")
+    s.add_argument("--index", required=True, help="index directory written by `aftershock build`, or a collection "
+                   "directory (`aftershock collection create`; the run then holds its external ids)")
     s.add_argument("--queries", required=True, help="query vectors (.jsonl[.gz], .bin[.gz], .parquet, .npz)")
     s.add_argument("--format", choices=FORMATS, help="query format (default: from the file name)")
     add_id_flags(s, "--query-ids", "query")
@@ -71,6 +72,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--output", required=True, help="TREC run file to write (replaced only when the search "
                    "succeeds)")
     s.add_argument("--tag", help="run tag in the last column (default aftershock-<index kind>)")
+    s.add_argument("--filter", help="Qdrant-shaped metadata filter (JSON text or a .json file), e.g. "
+                   "'{\"must\": [{\"key\": \"year\", \"range\": {\"gte\": 1950}}]}'; needs a collection as --index")
     s.set_defaults(func=cmd_search)
 
 
@@ -233,6 +236,19 @@ def cmd_search(args) -> int:
 
     args.threads = clamp_threads(args.threads) if isinstance(args.threads, int) and args.threads > 0 else args.threads
     params = SearchParams().with_(**given(args, SEARCH_FIELDS))  # validates every value
+    from aftershock.cli.collection import is_collection, search_to_run
+
+    if is_collection(args.index):  # a collection directory: external ids, --filter
+        fmt = guess_format(args.queries, args.format)
+        if fmt != "jsonl":
+            require_ids(args.queries, fmt, args.query_ids, args.row_ids, "--query-ids", "query")
+        tag = args.tag or f"{PROG}-collection"
+        check_trec_id(tag, "run tag")
+        return search_to_run(args.index, args.queries, args.format, args.query_ids, args.hits, params, args.filter,
+                             args.output, tag)
+    if args.filter:
+        raise ConfigError(f"--filter needs a collection (aftershock collection create), but {args.index} is an index, "
+                          "which stores no metadata; drop --filter or search a collection")
     index = load_index(args.index, mmap=True)
     queries = read_queries(args, index)
     qids = [check_trec_id(str(q), "query id") for q in queries.ids]

@@ -38,9 +38,15 @@ def positive_seconds(text: str) -> float:
 
 def add_parsers(sub) -> None:
     sv = sub.add_parser("serve", help="run the REST search service (FastAPI on uvicorn)",
-                        description="Serve an index over HTTP: /search, /search/batch, /documents/{id}, /info, "
-                                    "/health, /metrics, OpenAPI at /docs. Limits and switches: see README.")
-    sv.add_argument("--index", required=True, help="index directory written by `aftershock build` (memory-mapped)")
+                        description="Serve an index (read-only) or a collection (writable) over HTTP: /search, "
+                                    "/search/batch, /documents/{id}, /info, /health, /metrics, OpenAPI at /docs; a "
+                                    "collection adds upsert/delete/_bulk and a filter in every search body. Limits "
+                                    "and switches: see README.")
+    src = sv.add_mutually_exclusive_group(required=True)
+    src.add_argument("--index", help="index directory written by `aftershock build` (memory-mapped, read-only)")
+    src.add_argument("--collection", metavar="DIR", help="collection directory (`aftershock collection create`): "
+                     "served writable (PUT /collections/NAME/points, POST .../points/delete, POST /_bulk) with "
+                     "filters; one worker")
     sv.add_argument("--model", default="default",
                     help="query encoder for text queries: a local model directory, 'default' (the model shipped "
                          "with Aftershock, used when its vocabulary fits the index) or 'none' (default: default)")
@@ -63,7 +69,8 @@ def add_parsers(sub) -> None:
     sv.add_argument("--api-key-env", metavar="VAR", help="require the API key held in environment variable VAR")
     sv.add_argument("--api-key-header", default="X-API-Key", help="header carrying the API key (default X-API-Key)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this CORS origin (repeatable)")
-    sv.add_argument("--collection", default="default", help="name for the Qdrant/OpenSearch-style routes")
+    sv.add_argument("--name", default="default", help="the collection/index name in the Qdrant/OpenSearch-style "
+                    "routes (/collections/NAME/..., /NAME/_search; default: default)")
     sv.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     sv.set_defaults(func=cmd_serve)
     # --- cluster serving on Ray Serve: --cluster / --ray / --replicas (aftershock.cli.cluster) ---
@@ -93,7 +100,20 @@ def cmd_serve(args) -> int:
     settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS + SERVE_TIMEOUTS},
                                threads=args.threads, batch_nice=args.batch_nice,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
-                               collection=args.collection)
+                               collection=args.name)
+    if args.collection is not None:
+        from aftershock.cli.collection import is_collection
+        from aftershock.service.server import serve_collection
+
+        if not is_collection(args.collection):
+            raise ConfigError(f"--collection {args.collection}: not a collection directory (no CURRENT file); create "
+                              "one with `aftershock collection create`, or serve an index with --index (the route "
+                              "name, formerly --collection NAME, is --name NAME)")
+        if args.documents:
+            raise ConfigError("--documents goes with --index; a collection keeps its documents' payloads itself")
+        serve_collection(args.collection, model=args.model, host=args.host, port=args.port, workers=args.workers,
+                         settings=settings, access_log=args.access_log)
+        return 0
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,
           workers=args.workers, settings=settings, access_log=args.access_log)
     return 0

@@ -26,10 +26,12 @@ class CollectionConfig(Config):
       ``"none"``: the log is written to the OS but fsynced only at flush / close (a process crash loses
       nothing, a power loss may lose the calls since the last flush).
     * ``filter_exact_rows`` / ``filter_exact_fraction``: a filter that allows at most
-      ``max(filter_exact_rows, filter_exact_fraction x segment rows)`` rows of a Seismic segment is scored
-      exactly over those rows' forward vectors; a larger allowed set runs the Seismic search, over-fetching
-      and post-filtering (see README-collection: exact scoring costs one sparse dot per allowed row, the
-      blocked search a few thousand rows' worth, so the cross-over is a few thousand rows).
+      ``max(filter_exact_rows, filter_exact_fraction x segment rows)`` rows of a Seismic segment (12x that for
+      a batch of 8+ queries) is scored exactly over those rows; a larger allowed set runs the Seismic search
+      with the filter inside its heap. Measured on lexicon (benchmarks/collection/filters.py): exact scoring
+      costs a fixed amount per allowed row, the filtered blocked search about one unfiltered search whatever
+      the segment size, so they cross at a number of rows, ~3,200 for one query (the default 3,000); the
+      fraction (default 0, off) is for segments whose blocked search costs more.
     * ``max_fetch``: the most candidates one Seismic segment search fetches while over-fetching past deleted
       or filtered rows (beyond it the allowed rows are scored exactly).
     """
@@ -38,8 +40,8 @@ class CollectionConfig(Config):
     buffer_docs: int = 10_000
     max_segments: int = 8
     durability: str = "fsync"
-    filter_exact_rows: int = 5_000
-    filter_exact_fraction: float = 0.01
+    filter_exact_rows: int = 3_000
+    filter_exact_fraction: float = 0.0
     max_fetch: int = 10_000
     seismic: SeismicConfig = field(default_factory=SeismicConfig)
 
@@ -50,9 +52,9 @@ class CollectionConfig(Config):
         check(is_int(self.max_segments, 1), f"max_segments={self.max_segments!r} must be an integer >= 1 (try 8)")
         check(self.durability in DURABILITY, f"durability={self.durability!r}; use one of {list(DURABILITY)}")
         check(is_int(self.filter_exact_rows, 0), f"filter_exact_rows={self.filter_exact_rows!r} must be an "
-              "integer >= 0 (try 5000)")
+              "integer >= 0 (try 3000)")
         check(isinstance(self.filter_exact_fraction, (int, float)) and 0 <= self.filter_exact_fraction <= 1,
-              f"filter_exact_fraction={self.filter_exact_fraction!r} must be in [0, 1] (try 0.01)")
+              f"filter_exact_fraction={self.filter_exact_fraction!r} must be in [0, 1] (try 0)")
         check(is_int(self.max_fetch, 1), f"max_fetch={self.max_fetch!r} must be an integer >= 1 (try 10000)")
         check(isinstance(self.seismic, SeismicConfig), f"seismic must be a SeismicConfig, got "
               f"{type(self.seismic).__name__}; pass SeismicConfig(n_postings=...)")

@@ -1,5 +1,5 @@
 """Immutable segments (an index directory each, exact or Seismic, + Parquet metadata + deletion bitmaps)
-and the per-segment search that skips deleted and filtered-out rows."""
+and exact scoring over a set of rows (the per-segment filtered search is `aftershock.collection.search`)."""
 
 from __future__ import annotations
 
@@ -121,51 +121,3 @@ def score_exact(fwd, rows: np.ndarray, Q, k: int) -> tuple[np.ndarray, np.ndarra
         out_i[a:a + step] = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
     return out_s, out_i
 
-
-def search_segment(seg: Segment, deleted: np.ndarray, allowed: np.ndarray | None, queries: SparseBatch, Q, k: int,
-                   params, config) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows of ``seg`` per query among rows not ``deleted`` and ``allowed`` (None: all).
-
-    Small allowed sets are scored exactly; otherwise the segment's index searches with ``fetch`` > k
-    candidates (k + excluded rows for an exact segment — enough; for Seismic about k x n / allowed), drops
-    excluded rows, and queries still short of k hits retry with 4x the fetch until the index returns fewer
-    candidates than asked (exhausted) or ``max_fetch`` is passed, where the allowed rows are scored exactly."""
-    ok = ~deleted if allowed is None else (allowed & ~deleted)
-    n_ok = int(ok.sum())
-    nq = len(queries)
-    out_s = np.full((nq, k), -np.inf, np.float32)
-    out_i = np.full((nq, k), -1, np.int64)
-    if n_ok == 0 or nq == 0:
-        return out_s, out_i
-    n, n_ex = seg.n, seg.n - n_ok
-    if allowed is not None and n_ok <= max(config.filter_exact_rows, config.filter_exact_fraction * n):
-        return score_exact(seg.forward(), np.flatnonzero(ok), Q, k)
-    if n_ex == 0:
-        return seg.index.search(queries, k, params)
-    if seg.kind == "exact":
-        fetch = k + n_ex
-    else:
-        fetch = max(2 * k, int(np.ceil(k * n / n_ok * 1.2)))
-    todo = np.arange(nq)
-    while todo.size:
-        fetch = min(fetch, n)
-        if fetch > max(config.max_fetch, k):
-            s, i = score_exact(seg.forward(), np.flatnonzero(ok), Q[todo], k)
-            out_s[todo], out_i[todo] = s, i
-            break
-        sub = queries[todo] if todo.size < nq else queries
-        res = seg.index.search(sub, fetch, params)
-        ids = res.ids
-        valid = ids >= 0
-        keep = valid & ok[np.maximum(ids, 0)]
-        short = []
-        for j, q in enumerate(todo):
-            sel = np.flatnonzero(keep[j])[:k]
-            out_s[q], out_i[q] = -np.inf, -1
-            out_s[q, : sel.size] = res.scores[j, sel]
-            out_i[q, : sel.size] = ids[j, sel]
-            if sel.size < k and valid[j].sum() >= fetch and fetch < n:
-                short.append(q)
-        todo = np.asarray(short, np.int64)
-        fetch *= 4
-    return out_s, out_i

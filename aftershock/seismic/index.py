@@ -28,6 +28,7 @@ from aftershock.seismic.config import SearchParams, SeismicConfig
 
 
 _WORKQUEUE_LOCK = threading.Lock()
+_NO_FILTER = np.zeros(0, np.uint8)  # the kernels' "every row allowed"
 
 
 def _parallel_guard():
@@ -351,15 +352,24 @@ class SeismicIndex(BaseIndex):
     # ------------------------------------------------------------------ search
     def search(self, queries, k: int = 10, params: SearchParams | None = None, **overrides) -> SearchResult:
         """Top-k per query. ``params`` (or keyword overrides: query_cut, heap_factor, n_knn, threads)."""
-        params = self._params(params, overrides)
+        return self._search_allowed(queries, k, self._params(params, overrides), None)
+
+    def _search_allowed(self, queries, k: int, params: SearchParams, allowed: np.ndarray | None) -> SearchResult:
+        """`search` keeping only rows with ``allowed[row]`` true in the heap (None: all; else a bool/uint8 mask
+        of n_docs rows, what a collection's filters and deletions pass). Excluded rows are never scored; blocks
+        are still chosen by their summaries, so a query whose allowed documents lie outside the visited blocks
+        gets fewer than k hits (the collection completes those exactly)."""
         queries = self._check_queries(queries, k)
         if params.n_knn and self.knn.shape[1] == 0:
             raise ConfigError(f"n_knn={params.n_knn} but this index has no k-NN graph; build it with knn>0 "
                               "(aftershock build --knn 10) or search with n_knn=0")
-        nq, nt = len(queries), _threads(params.threads)
-        if nq == 0:
+        if allowed is not None:
+            if np.shape(allowed) != (self.n_docs,):
+                raise ConfigError(f"allowed has shape {np.shape(allowed)}; pass one bool per row ({self.n_docs},)")
+            allowed = np.ascontiguousarray(allowed, dtype=np.uint8)
+        if len(queries) == 0:
             self._last_stats = np.zeros((0, len(self.STATS)), np.int64)
-        return self._search_arrays(queries, k, params, nt)
+        return self._search_arrays(queries, k, params, _threads(params.threads), allowed=allowed)
 
     def document(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Forward row ``row`` decoded: (term ids int64, weights float32 as stored, float16 ones widened)."""
@@ -407,7 +417,7 @@ class SeismicIndex(BaseIndex):
         dec = K.decode_summaries(self.kernel_arrays())
         return dec.sum_ptr, dec.sum_idx, dec.sum_val
 
-    def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None) -> SearchResult:
+    def _search_arrays(self, queries: SparseBatch, k, params, nt, knn_graph=None, allowed=None) -> SearchResult:
         nq = len(queries)
         out_s, out_i = self._empty_result(nq, k)
         if nq == 0:
@@ -418,7 +428,7 @@ class SeismicIndex(BaseIndex):
         if knn_graph is not None:
             ix = ix._replace(knn=knn_graph)
         args = (ix, queries.indptr, queries.indices, queries.values, k, params.query_cut,
-                np.float32(params.heap_factor), params.n_knn)
+                np.float32(params.heap_factor), params.n_knn, _NO_FILTER if allowed is None else allowed)
         scratch = self._take_scratch(n_chunks)  # this call's own: concurrent searches run in parallel
         if n_chunks == 1:
             K.seismic_search_serial(*args, out_s, out_i, stats, *scratch)

@@ -1,4 +1,5 @@
-"""The FastAPI application: `create_app(index, encoder=None, settings=..., documents=None)`.
+"""The FastAPI application: `create_app(index, encoder=None, settings=..., documents=None)`, or
+`create_app(None, ..., collection=c)` over a writable collection (`aftershock.service.collection`).
 
 Native API (``/search``, ``/search/batch``, ``/documents/{id}``, ``/info``, ``/health``, ``/metrics``)
 plus two familiar aliases: Qdrant's ``POST /collections/{c}/points/query`` and OpenSearch's
@@ -149,8 +150,10 @@ def _tighten_openapi(schema: dict, settings: ServiceSettings, dim: int) -> dict:
 
 
 def create_app(index, encoder=None, settings: ServiceSettings | None = None, documents: dict | None = None,
-               meta: dict | None = None) -> FastAPI:
-    """Build the app around a loaded index (`ExactIndex` or `SeismicIndex`).
+               meta: dict | None = None, collection=None) -> FastAPI:
+    """Build the app around a loaded index (`ExactIndex` or `SeismicIndex`), or around a writable ``collection``
+    (``index`` None): then every search body takes a ``filter``, hits carry external ids, and the collection's
+    write routes (`aftershock.service.collection.collection_router`) replace the read-only Qdrant alias.
 
     ``encoder``: any object with ``encode_queries(list[str]) -> SparseBatch`` (text queries need one);
     ``documents``: ``{doc_id: {"title", "text"}}`` for ``return_documents`` (see `aftershock.index.read_documents`);
@@ -158,7 +161,12 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
     """
     settings = settings or ServiceSettings()
     metrics = Metrics()
-    engine = SearchEngine(index, encoder, documents, settings, meta or {"format_version": FORMAT_VERSION})
+    if collection is not None:
+        from aftershock.service.collection import CollectionEngine
+
+        engine = CollectionEngine(collection, encoder, settings)
+    else:
+        engine = SearchEngine(index, encoder, documents, settings, meta or {"format_version": FORMAT_VERSION})
     warm_error: list[str] = []
 
     def _warm():
@@ -277,22 +285,26 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                                                                             else "vector")
             metrics.queries.labels(form).inc()
 
-    def searched(queries, field, many, k, params, endpoint, deadline):
+    def searched(queries, field, many, k, params, endpoint, deadline, filt=None):
         """(result, encode s, search s) of ``queries`` (in a worker thread), metrics observed."""
-        res, enc_s, search_s = engine.run(queries, field, many, k, params, deadline)
+        if filt is not None and not getattr(engine, "filterable", False):
+            raise ApiError(422, "no_metadata", "filter needs a collection (aftershock serve --collection DIR); an "
+                           "index stores no metadata: drop the filter", "filter")
+        extra = {"filt": filt} if filt is not None else {}
+        res, enc_s, search_s = engine.run(queries, field, many, k, params, deadline, **extra)
         if enc_s:
             metrics.encode.observe(enc_s)
         metrics.search.labels(endpoint).observe(search_s)
         count_forms(queries)
         return res, enc_s, search_s
 
-    def search_one(query, k, query_cut, heap_factor, n_knn, with_docs, endpoint, deadline, field="query"):
+    def search_one(query, k, query_cut, heap_factor, n_knn, with_docs, endpoint, deadline, field="query", filt=None):
         """Dict hits of one query (the aliases reshape them); runs in a worker thread."""
         kfield = "limit" if endpoint == "qdrant" else ("size" if endpoint == "opensearch" else "k")
         engine.check_k(k, kfield)
         engine.check_response(1, k, with_docs, kfield)
         params = engine.params(query_cut, heap_factor, n_knn)
-        res, enc_s, search_s = searched([query], field, False, k, params, endpoint, deadline)
+        res, enc_s, search_s = searched([query], field, False, k, params, endpoint, deadline, filt)
         return engine.hits(res.scores[0], res.ids[0], with_docs), enc_s, search_s
 
     def timing(t0, enc_s, search_s) -> bytes:
@@ -366,7 +378,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             k = engine.check_k(req.k)
             budget = [engine.check_response(1, k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline)
+            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline, req.filter)
             hits = engine.hits_json(res.scores[0], res.ids[0], req.return_documents, budget, "k", deadline)
             return b'{"hits":' + hits + b',"timing":' + timing(t0, enc_s, search_s) + b"}"
 
@@ -382,7 +394,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             engine.check_batch(len(req.queries), "queries")
             budget = [engine.check_response(len(req.queries), k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline)
+            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline, req.filter)
             parts = [b'{"results":[']
             for i in range(len(req.queries)):
                 parts.append((b'{"hits":' if i == 0 else b',{"hits":')
@@ -399,6 +411,12 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         return json_bytes(dumps(engine.document(engine.row(doc_id))))
 
     # ------------------------------------------------------------------ Qdrant-style alias
+    if collection is not None:  # the collection's write routes (its query is this app's, below, with filter)
+        from aftershock.service.collection import collection_router
+
+        app.include_router(collection_router(collection, encoder, settings.collection, with_query=False),
+                           dependencies=deps)
+
     @app.post("/collections/{collection}/points/query", response_model=M.QdrantQueryResponse, tags=["compat"],
               dependencies=deps, responses=ERRORS, summary="Qdrant-style sparse query (query.indices/values, limit)")
     async def qdrant_query(collection: str, req: M.QdrantQueryRequest, request: Request):
@@ -410,12 +428,13 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
 
         def work(deadline) -> bytes:
             hits, _, _ = search_one(req.query, req.limit, p.query_cut, p.heap_factor, p.n_knn,
-                                    req.with_payload or req.with_vector, "qdrant", deadline)
+                                    req.with_payload or req.with_vector, "qdrant", deadline, filt=req.filter)
             points = []
             for h in hits:
                 doc = h.pop("document", None)
-                if req.with_payload:
-                    h["payload"] = {k: doc[k] for k in ("title", "text") if doc[k] is not None}
+                if req.with_payload:  # a collection's metadata, else the document's title/text
+                    h["payload"] = doc["payload"] if "payload" in doc else {
+                        k: doc[k] for k in ("title", "text") if doc[k] is not None}
                 if req.with_vector:
                     h["vector"] = doc["vector"]
                 points.append(h)
@@ -440,7 +459,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         def work(deadline) -> bytes:
             try:
                 hits, _, _ = search_one(query, req.size, None, None, None, req.source, "opensearch", deadline,
-                                        prefix)
+                                        prefix, req.filter)
             except ApiError as e:  # name the OpenSearch fields, not the native ones
                 for ours, theirs in ((".tokens", ".query_tokens"), (".text", ".query_text")):
                     e.field = e.field and e.field.replace(prefix + ours, prefix + theirs)
@@ -452,6 +471,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                 if req.source:
                     doc = h["document"]
                     item["_source"] = {k: doc[k] for k in ("title", "text") if doc[k] is not None}
+                    item["_source"].update(doc.get("payload") or {})
                 out.append(item)
             return dumps({"took": int((time.perf_counter() - t0) * 1e3), "timed_out": False,
                           "hits": {"total": {"value": len(out), "relation": "eq"},

@@ -11,19 +11,28 @@
 
 `collection_router(collection, encoder=None, name="default")` returns an APIRouter (errors raise `ApiError`,
 which the main app maps to 4xx JSON); `create_collection_app(...)` wraps it in an app of its own.
+
+`aftershock serve --collection DIR` (`aftershock.service.server.serve_collection`) serves the full app of `aftershock.service.app` over a
+`CollectionEngine`: these routes plus ``/search``, ``/search/batch``, ``/documents/{id}``, ``/info``, health,
+metrics and the OpenSearch ``_search``, each search body taking a Qdrant-shaped ``filter``; hits carry the
+external ids. One process writes a collection, so it runs one uvicorn worker.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from aftershock.collection import check_filter
 from aftershock.errors import AftershockError
 from aftershock.index import SparseBatch
 from aftershock.seismic import SearchParams
-from aftershock.service.engine import ApiError, api_error_from
+from aftershock.service.engine import ApiError, SearchEngine, api_error_from, deadline_exceeded, dumps
+from aftershock.service.settings import ServiceSettings
 
 MAX_K = 1000
 
@@ -61,13 +70,23 @@ def _call(fn, prefix: str):
         raise api_error_from(e, prefix) from None
 
 
+def checked_filter(filt, collection, field: str = "filter"):
+    """A request's filter, validated against the collection's schema (422 ``invalid_filter`` naming it)."""
+    try:
+        check_filter(filt, collection.schema, field)
+    except AftershockError as e:
+        raise ApiError(422, "invalid_filter", str(e), field) from None
+    return filt
+
+
 def _check_name(c: str, name: str):
     if c != name:
         raise ApiError(404, "unknown_collection", f"collection {c[:80]!r} does not exist; this server serves "
                        f"{name!r}", "collection")
 
 
-def collection_router(collection, encoder=None, name: str = "default") -> APIRouter:
+def collection_router(collection, encoder=None, name: str = "default", with_query: bool = True) -> APIRouter:
+    """The routes above; ``with_query=False`` leaves out the query route (the main app answers it)."""
     r = APIRouter(tags=["collection"])
 
     @r.put("/collections/{c}/points", summary="upsert points (acknowledged once durable)")
@@ -95,7 +114,6 @@ def collection_router(collection, encoder=None, name: str = "default") -> APIRou
         n = _call(lambda: collection.delete([str(i) for i in ids]), "points")
         return {"result": {"status": "completed", "deleted": n}, "status": "ok"}
 
-    @r.post("/collections/{c}/points/query", summary="sparse query with a Qdrant filter")
     def query(c: str, body: dict):
         _check_name(c, name)
         k = body.get("limit", 10)
@@ -105,13 +123,17 @@ def collection_router(collection, encoder=None, name: str = "default") -> APIRou
         p = body.get("params") or {}
         params = _call(lambda: SearchParams(**{x: p[x] for x in ("query_cut", "heap_factor", "n_knn") if x in p}),
                        "params")
-        res = _call(lambda: collection.search(q, k, params, filter=body.get("filter")), "filter")
+        filt = checked_filter(body.get("filter"), collection)
+        res = _call(lambda: collection.search(q, k, params, filter=filt), "query")
         hits = [{"id": d, "score": float(s)} for s, d in zip(res.scores[0], res.ids[0]) if d is not None]
         if body.get("with_payload") and hits:
             _, md = collection.get([h["id"] for h in hits])
             for h, m in zip(hits, md):
                 h["payload"] = m
         return {"result": {"points": hits}, "status": "ok"}
+
+    if with_query:
+        r.post("/collections/{c}/points/query", summary="sparse query with a Qdrant filter")(query)
 
     @r.get("/collections/{c}", summary="counts, segments and durability of the collection")
     def info(c: str):
@@ -184,3 +206,103 @@ def create_collection_app(collection, encoder=None, name: str = "default") -> Fa
 
     app.include_router(collection_router(collection, encoder, name))
     return app
+
+
+class CollectionEngine(SearchEngine):
+    """The service engine over a writable `Collection`: the same request checks, limits and hit JSON as over an
+    index, but hits carry external ids (a collection's rows move at every flush), ``run`` takes a
+    Qdrant-shaped ``filt`` and documents are read from the collection (vector + payload)."""
+
+    filterable = True
+    DOC_BYTES = 2048.0  # estimated JSON size of a returned document (a collection changes: not sampled)
+
+    def __init__(self, collection, encoder=None, settings: ServiceSettings | None = None):
+        self.collection, self.index, self.encoder = collection, None, encoder
+        self.documents, self.meta = {}, {}
+        self.settings = settings or ServiceSettings()
+        self.dim, self.vocab, self.knn = int(collection.dim), collection.vocab, None
+        self.ready = threading.Event()
+        self.batch_gate = threading.BoundedSemaphore(self.settings.batch_slots)
+        self._doc_bytes, self._id_bytes = self.DOC_BYTES, 24.0
+        self.hybrid = None
+
+    @property
+    def n_docs(self) -> int:
+        return self.collection.count()
+
+    @property
+    def index_info(self) -> dict:
+        i = self.collection.info()
+        return {"kind": "collection", "backend": "numba", "n_docs": i["count"], "index_bytes": i["disk_bytes"],
+                "vocab_size": len(self.vocab) if self.vocab is not None else None, "config": i["config"],
+                "build_stats": {"segments": len(i["segments"]), "buffer_docs": i["buffer_docs"],
+                                "durability": i["durability"], "schema": i["schema"]}}
+
+    def search_batch(self, batch: SparseBatch, k: int, params: SearchParams, deadline: float | None = None,
+                     filt=None):
+        if len(batch) < 2 or params.threads == 1:
+            return self.collection.search(batch, k, params, filter=filt)
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.batch_gate.acquire(timeout=wait):
+            raise deadline_exceeded(self.settings.request_timeout)
+        try:
+            return self.collection.search(batch, k, params, filter=filt)
+        finally:
+            self.batch_gate.release()
+
+    def run(self, queries, field: str, many: bool, k: int, params: SearchParams, deadline: float | None = None,
+            filt=None):
+        """Validate/encode ``queries`` and search them with filter ``filt``: (result with external ids,
+        encode seconds, search seconds)."""
+        checked_filter(filt, self.collection)
+        batch, enc_s = self.to_batch(queries, field, many)
+        self.check_deadline(deadline)
+        t0 = time.perf_counter()
+        try:
+            res = self.search_batch(batch, k, params, deadline, filt)
+        except AftershockError as e:
+            raise api_error_from(e) from None
+        return res, enc_s, time.perf_counter() - t0
+
+    def _pairs(self, scores, ids):
+        for s, d in zip(scores.tolist(), ids.tolist()):
+            if d is None:
+                break
+            yield s, d
+
+    def hits_json(self, scores, ids, with_docs: bool, budget: list, field: str = "k", deadline=None) -> bytes:
+        self.check_deadline(deadline)
+        parts = []
+        for s, d in self._pairs(scores, ids):
+            part = {"id": d, "score": s}
+            if with_docs:
+                part["document"] = self.document(d)
+            b = dumps(part)
+            budget[0] -= len(b) + 1
+            if budget[0] < 0:
+                raise self._too_large(f"more than {self.settings.max_response_bytes} bytes", field)
+            parts.append(b)
+        return b"[" + b",".join(parts) + b"]"
+
+    def hits(self, scores, ids, with_docs: bool) -> list[dict]:
+        return [{"id": d, "score": s, **({"document": self.document(d)} if with_docs else {})}
+                for s, d in self._pairs(scores, ids)]
+
+    def row(self, doc_id: str) -> str:
+        return doc_id  # `document` answers 404 for an id the collection does not hold
+
+    def document_json(self, doc_id: str) -> bytes:
+        return dumps(self.document(doc_id))  # no cache: an upsert may replace the document at any time
+
+    def document(self, doc_id: str) -> dict:
+        found, md = self.collection.get([doc_id])
+        if not len(found):
+            shown = doc_id if len(doc_id) <= 80 else doc_id[:80] + "..."
+            raise ApiError(404, "unknown_document", f"document id {shown!r} is not in this collection; use an id "
+                           "returned by a search (or upsert it first)", "doc_id")
+        idx, val = found.row(0)
+        ids, vals = idx.tolist(), val.tolist()
+        return {"id": doc_id, "vector": {"indices": ids, "values": vals},
+                "tokens": dict(zip((self.vocab.tokens[t] for t in ids), vals)) if self.vocab is not None else None,
+                "title": None, "text": None, "payload": md[0]}
+

@@ -54,6 +54,10 @@ QueryIn = Annotated[Union[str, SparseQuery], Field(description="a text string (s
                                                                 "a SparseQuery object")]
 
 
+FILTER_HELP = ("Qdrant-shaped metadata filter (must / should / must_not; match, range, has_id, ...); only a "
+               "collection (serve --collection) has metadata")
+
+
 class SearchOptions(_Request):
     k: int = Field(10, ge=1, description="results per query (at most the server's max_k, /info)")
     query_cut: int | None = Field(None, ge=1, le=INT32_MAX,
@@ -63,6 +67,7 @@ class SearchOptions(_Request):
                               description="k-NN graph neighbours rescored (index built with knn>0)")
     return_documents: bool = Field(False, description="attach each hit's stored vector (and text, when the "
                                                       "server was started with --documents)")
+    filter: dict | None = Field(None, description=FILTER_HELP)
 
 
 _VECTOR = {"indices": [2129, 3358, 4834], "values": [1.2, 0.8, 1.5]}  # "how", "wing", "flow" (BERT ids)
@@ -179,6 +184,7 @@ class QdrantQueryRequest(_Request):
     with_payload: bool = Field(False, description="attach title/text (when the server has --documents)")
     with_vector: bool = Field(False, description="attach the stored sparse vector")
     params: QdrantParams | None = None
+    filter: dict | None = Field(None, description=FILTER_HELP)
 
 
 class QdrantPoint(BaseModel):
@@ -228,6 +234,7 @@ class OpenSearchRequest(_Request):
     query: NeuralSparseQuery
     size: int = Field(10, ge=1)
     source: bool = Field(False, alias="_source", description="attach title/text (when the server has --documents)")
+    filter: dict | None = Field(None, description=FILTER_HELP + "; given beside the neural_sparse query")
 
 
 class OpenSearchHit(BaseModel):

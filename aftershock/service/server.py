@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from aftershock.errors import BackendUnavailableError, FormatError
+from aftershock.errors import BackendUnavailableError, ConfigError, FormatError
 from aftershock.index import read_meta
 from aftershock.seismic import load_index
 from aftershock.service.app import create_app
@@ -58,18 +58,20 @@ def _default_encoder(index):
     return enc
 
 
+def query_encoder(model, target):
+    """The query encoder of ``model`` (a directory, "default" when it fits ``target``'s dim, None/"none")."""
+    if model is None or str(model).lower() == "none":
+        return None
+    return _default_encoder(target) if str(model) == "default" else load_query_encoder(model)
+
+
 def build_app(index_dir, model="default", documents=None, settings: ServiceSettings | None = None):
     """``model``: a model directory, ``"default"`` (the shipped model, used when it fits the index) or
     None / ``"none"`` (no text queries)."""
     meta = read_meta(index_dir)
     settings = settings or ServiceSettings()
     index = load_index(index_dir, backend=settings.backend, mmap=True)
-    if model is None or str(model).lower() == "none":
-        encoder = None
-    elif str(model) == "default":
-        encoder = _default_encoder(index)
-    else:
-        encoder = load_query_encoder(model)
+    encoder = query_encoder(model, index)
     docs = read_documents(documents) if documents else None
     return create_app(index, encoder=encoder, settings=settings, documents=docs, meta=meta)
 
@@ -108,3 +110,34 @@ def serve(index_dir, model="default", documents=None, host: str = "127.0.0.1", p
                                   "documents": documents and str(documents), "settings": settings.to_json()})
     uvicorn.run("aftershock.service.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=access_log, **uvicorn_options(settings))
+
+
+def build_collection_app(path, model="default", settings: ServiceSettings | None = None):
+    """(app, collection): the service over collection ``path`` opened as its writer; ``model`` as for
+    ``serve --index`` (text in searches and upserts is encoded with its query side)."""
+    from aftershock.collection import Collection
+
+    collection = Collection.open(path)
+    try:
+        return create_app(None, query_encoder(model, collection), settings, collection=collection), collection
+    except BaseException:
+        collection.close()
+        raise
+
+
+def serve_collection(path, model="default", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+                     settings: ServiceSettings | None = None, access_log: bool = False) -> None:
+    """``aftershock serve --collection DIR``: one worker (a collection has one writer); the collection is closed
+    (its log synced) when the server stops."""
+    import uvicorn
+
+    if workers != 1:
+        raise ConfigError(f"--workers {workers}: a collection has one writer process, so serve --collection runs one "
+                          "worker (searches still run on all cores); drop --workers")
+    settings = settings or ServiceSettings()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    app, collection = build_collection_app(path, model, settings)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, **uvicorn_options(settings))
+    finally:
+        collection.close()

@@ -2,6 +2,11 @@
 ``heap_factor`` cut, exact rescoring from the forward index, optional kNN-graph refinement.
 
 Kernels take the index's arrays as one `SeismicArrays` (``ix``) and read its fields by name.
+
+Filtering in the heap: ``allowed`` is a uint8 array with one entry per document row (0 = excluded), or an
+empty array for no filter. Excluded documents are never scored nor pushed, so the heap holds only allowed
+rows and its k-th score (which drives the ``heap_factor`` cut) is the k-th best *allowed* score; blocks are
+still chosen by their summaries, and kNN refinement skips excluded neighbours as well.
 """
 
 from __future__ import annotations
@@ -51,8 +56,17 @@ def _mark_visited(vbits, touched, n_touched, d):
 
 
 @numba.njit(inline="always")
+def _excluded(allowed, d):
+    """Doc d is filtered out (``allowed`` empty = no filter)."""
+    return allowed.shape[0] > 0 and allowed[d] == 0
+
+
+@numba.njit(inline="always")
 def _fresh_doc(ctx, n_touched, d):
-    """`knn_refine`'s ``fresh`` over (vbits, touched, fwd_ptr, fwd_idx, fwd_val, lut, qdense)."""
+    """`knn_refine`'s ``fresh`` over (vbits, touched, fwd_ptr, fwd_idx, fwd_val, lut, qdense, allowed):
+    -1 for a document already scored or filtered out."""
+    if _excluded(ctx[7], d):
+        return -1
     return _mark_visited(ctx[0], ctx[1], n_touched, d)
 
 
@@ -124,11 +138,12 @@ def _score_list_summaries(ix, t, qdense, acc_dot, acc_q, bs, bi, n):
 
 
 @numba.njit
-def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, out_s, out_i, stats):
+def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, allowed, scratch, out_s, out_i, stats):
     """One query: best-first block visiting with summary pruning, then optional kNN refinement.
 
-    ``ix`` is the index's `SeismicArrays`; ``scratch`` one thread's reusable buffers (dense query, visited
-    bitset, touched list, two block accumulators), all left zeroed on return.
+    ``ix`` is the index's `SeismicArrays`; ``allowed`` the row filter (uint8 per row, or empty: none);
+    ``scratch`` one thread's reusable buffers (dense query, visited bitset, touched list, two block
+    accumulators), all left zeroed on return.
     """
     fwd_ptr, fwd_idx, fwd_val, lut = ix.fwd_ptr, ix.fwd_idx, ix.fwd_val, ix.lut
     blk_doc_ptr, blk_docs, knn = ix.blk_doc_ptr, ix.blk_docs, ix.knn
@@ -155,14 +170,18 @@ def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, ou
         p0 = blk_doc_ptr[b]
         p1 = blk_doc_ptr[b + 1]
         # forward vectors are random accesses: fetch doc p+2's lines now, and the offsets of doc p+4
+        # (filtered out: never read, so never fetched)
         for p in range(p0, min(p0 + 2, p1)):
-            _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, blk_docs[p])
+            if not _excluded(allowed, blk_docs[p]):
+                _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, blk_docs[p])
         for p in range(p0, p1):
             if p + 4 < p1:
                 prefetch(fwd_ptr, blk_docs[p + 4])
-            if p + 2 < p1:
+            if p + 2 < p1 and not _excluded(allowed, blk_docs[p + 2]):
                 _prefetch_doc(fwd_ptr, fwd_idx, fwd_val, blk_docs[p + 2])
             d = blk_docs[p]
+            if _excluded(allowed, d):
+                continue
             m = _mark_visited(vbits, touched, n_touched, d)
             if m < 0:
                 continue
@@ -172,7 +191,7 @@ def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, ou
             stats[2] += 1
         stats[1] += 1
     if n_knn > 0 and knn.shape[1] > 0:
-        ctx = (vbits, touched, fwd_ptr, fwd_idx, fwd_val, lut, qdense)
+        ctx = (vbits, touched, fwd_ptr, fwd_idx, fwd_val, lut, qdense, allowed)
         size, n_touched, _ = knn_refine(knn, n_knn, 1, np.zeros(0, np.int64), 0, hs, hi, size, k, _fresh_doc,
                                         _score_doc, ctx, n_touched)
     for j in range(nq):
@@ -183,27 +202,64 @@ def seismic_search_one(ix, qi, qv, k, query_cut, heap_factor, n_knn, scratch, ou
 
 
 @numba.njit
-def _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
-                   scratch):
+def _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, out_s, out_i,
+                   stats, scratch):
     """Queries c, c + n_chunks, ... with one thread's scratch."""
     for q in range(c, q_ptr.shape[0] - 1, n_chunks):
         a, b = q_ptr[q], q_ptr[q + 1]
-        seismic_search_one(ix, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, scratch, out_s[q],
-                           out_i[q], stats[q])
+        seismic_search_one(ix, q_idx[a:b], q_val[a:b], k, query_cut, heap_factor, n_knn, allowed, scratch,
+                           out_s[q], out_i[q], stats[q])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def seismic_search_batch(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, n_chunks, out_s, out_i,
-                         stats, qdense, vbits, touched, acc_dot, acc_q):
+def seismic_search_batch(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, n_chunks, out_s,
+                         out_i, stats, qdense, vbits, touched, acc_dot, acc_q):
     """A batch over ``n_chunks`` threads; scratch rows (one per thread) are reused across calls."""
     for c in prange(n_chunks):
-        _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i,
-                       stats, (qdense[c], vbits[c], touched[c], acc_dot[c], acc_q[c]))
+        _seismic_chunk(c, n_chunks, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, out_s,
+                       out_i, stats, (qdense[c], vbits[c], touched[c], acc_dot[c], acc_q[c]))
 
 
 @numba.njit(cache=True, nogil=True)
-def seismic_search_serial(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+def seismic_search_serial(ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, out_s, out_i, stats,
                           qdense, vbits, touched, acc_dot, acc_q):
     """Same as the batch on one thread, without the parallel launch (single queries, low latency)."""
-    _seismic_chunk(0, 1, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, out_s, out_i, stats,
+    _seismic_chunk(0, 1, ix, q_ptr, q_idx, q_val, k, query_cut, heap_factor, n_knn, allowed, out_s, out_i, stats,
                    (qdense[0], vbits[0], touched[0], acc_dot[0], acc_q[0]))
+
+
+# ---------------------------------------------------------------------------------------------- a few rows, exactly
+@numba.njit
+def _rows_exact_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i,
+                      qdense):
+    """Queries c, c + n_chunks, ...: the exact top-k over ``rows`` only (scores <= 0 are no hits)."""
+    hs = np.empty(k, np.float32)
+    hi = np.empty(k, np.int64)
+    for q in range(c, q_ptr.shape[0] - 1, n_chunks):
+        a, b = q_ptr[q], q_ptr[q + 1]
+        for j in range(a, b):
+            qdense[q_idx[j]] = q_val[j]
+        size = 0
+        for r in rows:
+            s = _doc_dot(fwd_ptr, fwd_idx, fwd_val, lut, r, qdense)
+            if s > 0:
+                size = heap_push(hs, hi, size, k, s, r)
+        for j in range(a, b):
+            qdense[q_idx[j]] = 0.0
+        heap_sorted_into(hs, hi, size, out_s[q], out_i[q])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def rows_exact_batch(fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, n_chunks, out_s, out_i, qdense):
+    """Exact top-k of each query over the document ``rows`` of a forward index (a filter's small allowed set:
+    one dot product per row, no copy of the rows), over ``n_chunks`` threads (``qdense``: one zeroed dense
+    row per thread, left zeroed)."""
+    for c in prange(n_chunks):
+        _rows_exact_chunk(c, n_chunks, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i,
+                          qdense[c])
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_exact_serial(fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i, qdense):
+    """`rows_exact_batch` on one thread, without the parallel launch (single queries)."""
+    _rows_exact_chunk(0, 1, fwd_ptr, fwd_idx, fwd_val, lut, rows, q_ptr, q_idx, q_val, k, out_s, out_i, qdense[0])
