@@ -37,6 +37,8 @@ BLOCKS = {
     "curl -s localhost:8000/search": "after serve",
     "aftershock collection create coll": "needs your vectors and metadata: tests/collection/test_cli_collection.py "
                                          "runs create / upsert / delete / optimize / info / search",
+    "aftershock search --index coll": "needs a collection: "
+                                      "tests/collection/test_serve_collection.py::test_cli_search_collection_with_filter",
     "aftershock build --input aftershock/data/cranfield/cranfield.docs.npz": "starts a server and schemathesis in "
                                      "the background: tests/service/test_schemathesis.py runs it in-process",
 }
