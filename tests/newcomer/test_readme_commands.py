@@ -37,6 +37,10 @@ BLOCKS = {
     "curl -s localhost:8000/search": "after serve",
     "aftershock collection create coll": "needs your vectors and metadata: tests/collection/test_cli_collection.py "
                                          "runs create / upsert / delete / optimize / info / search",
+    "aftershock build --input docs.npz --ids docs.ids.txt --dim 30522 --output my-cluster --shards": "needs your "
+        "vectors and Ray: tests/cluster/test_ray_cluster.py builds shards of a real set on a local Ray (CLI included)",
+    "aftershock serve --cluster my-cluster": "serves a cluster: tests/cluster/test_ray_cluster.py runs the Ray Serve ingress",
+    "aftershock bench scale": "a benchmark of minutes to hours: tests/bench/test_scale.py runs the driver on a tiny N",
     "aftershock search --index coll": "needs a collection: "
                                       "tests/collection/test_serve_collection.py::test_cli_search_collection_with_filter",
     "aftershock build --input aftershock/data/cranfield/cranfield.docs.npz": "starts a server and schemathesis in "
