@@ -94,7 +94,7 @@ def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 def standardize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Each row of (B, n) scores to mean 0, standard deviation 1 (a constant row becomes 0)."""
     x = x - x.mean(dim=1, keepdim=True)
-    return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+    return x / (x.pow(2).mean(dim=1, keepdim=True) + eps * eps).sqrt()  # eps inside: finite gradient at 0
 
 
 def kl_distill(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
