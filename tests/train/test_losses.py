@@ -125,8 +125,8 @@ def test_kl_normalize_is_scale_free_and_hand_computed():
     base = kl_distill(student, teacher, normalize=True).item()
     # any positive scale or shift of the student (or the teacher) leaves the normalised KL unchanged
     for a, b in ((0.1, 0.0), (7.0, -3.0)):
-        assert kl_distill(a * student + b, teacher, normalize=True).item() == pytest.approx(base, rel=1e-5)
-        assert kl_distill(student, a * teacher + b, normalize=True).item() == pytest.approx(base, rel=1e-5)
+        assert kl_distill(a * student + b, teacher, normalize=True).item() == pytest.approx(base, rel=1e-4)
+        assert kl_distill(student, a * teacher + b, normalize=True).item() == pytest.approx(base, rel=1e-4)
     # while the raw KL falls as the student's scores shrink, without any reordering (the old failure)
     assert kl_distill(0.1 * student, teacher).item() < kl_distill(student, teacher).item() / 5
     # hand value: z(teacher) = [1.2247, -1.2247, 0], z(student) from mean 55/3 and population std
