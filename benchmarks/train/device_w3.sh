@@ -8,7 +8,7 @@
 # default) alongside; the variant with the best dev MRR@10 comes back as an fp16 model in 15 MiB pieces.
 # Usage: bash benchmarks/train/device_w3.sh VARIANTS TRAIN_SECONDS
 set -uo pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 C=${C:-.devcarry/w3train}
 BB=${BB:-/tmp/bb}
 DEV=${DEV:-cuda}
