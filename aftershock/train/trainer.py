@@ -220,12 +220,22 @@ class Trainer:
         """Mean reciprocal rank (cut at 10) of each dev query's best positive among its own candidates;
         a tie with a negative counts against the positive. Queries are encoded in groups whose
         candidates fill about ``docs_per_call`` documents."""
-        import torch
-
         if not self.dev_set:
             return None
-        d_cfg = self.cfg.data
+        from aftershock.lsr.model import focus_k
+
         self.model.eval()
+        training_window = self.model.window  # score dev as the saved model will infer (the final window)
+        self.model.window = focus_k(self.model.cfg, 1.0, len(self.model.vocab))
+        try:
+            return self._dev_mrr(docs_per_call)
+        finally:
+            self.model.window = training_window
+
+    def _dev_mrr(self, docs_per_call: int) -> float:
+        import torch
+
+        d_cfg = self.cfg.data
         rr, groups, size = [], [[]], 0
         for r in self.dev_set:
             if size and size + len(r.docs) > docs_per_call:

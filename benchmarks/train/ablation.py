@@ -29,7 +29,7 @@ VARIANTS = {
     "no-idf-aware": {"model": {"idf_aware": False}},                 # binary query weights in training
     "learned-qw": {"model": {"learn_query_weights": True}},          # IDF x learned per-token factor
     "long": {"optim": {"epochs": 4}},                                # twice the steps
-    # wave 3 (minilm.toml: InfoNCE + scale-free KL to the dev-chosen teacher ensemble)
+    # wave 3 (default.toml on the MiniLM backbone; infonce = the shipped recipe)
     "infonce": {"loss": {"ranking": {"infonce": 1.0}}},              # no distillation
     "kl-norm": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": True}},
     "kl-raw": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": False}},  # the old KL

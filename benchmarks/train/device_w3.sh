@@ -36,12 +36,12 @@ fi
 python3 benchmarks/train/select_teachers.py --data $TD --json "$OUT/teachers.json" || exit 6
 DS=${DS:-"eval/scifact eval/cranfield eval/cisi eval/medline eval/adi eval/vaswani-npl"}
 mkdir -p "${RUNS:-/tmp/w3runs}" && ln -sfn "${RUNS:-/tmp/w3runs}" runs   # outside the carried folder: kept for a next call
-timeout $((BUDGET + ${EVAL_SECONDS:-200})) python3 benchmarks/train/ablation.py --config benchmarks/train/minilm.toml \
+timeout $((BUDGET + ${EVAL_SECONDS:-200})) python3 benchmarks/train/ablation.py --config benchmarks/train/default.toml \
     --device "$DEV" --variants "" \
     --baselines "${BASELINES-bm25,splade-tiny,default}" --batch-size 128 --datasets $DS --out runs/base \
     2>&1 | grep -v "$QUIET" > runs/base.log &
 for v in ${VARIANTS//,/ }; do
-  timeout $((BUDGET + ${EVAL_SECONDS:-200})) python3 benchmarks/train/ablation.py --config benchmarks/train/minilm.toml \
+  timeout $((BUDGET + ${EVAL_SECONDS:-200})) python3 benchmarks/train/ablation.py --config benchmarks/train/default.toml \
       --device "$DEV" --variants "$v" \
       --set run.max_seconds="$BUDGET" ${EXTRA:-} --batch-size 128 --datasets $DS --out runs/$v \
       2>&1 | grep -v "$QUIET" > runs/$v.log &
