@@ -248,6 +248,7 @@ def test_time_budget_cuts_the_steps(run, tmp_path, monkeypatch):
     clock = iter(range(0, 10 ** 6))
     monkeypatch.setattr(tr, "_clock", lambda: float(next(clock)))  # each training step takes 1 s
     cfg = TrainConfig.from_toml(write_config(tmp_path, folder / "train.jsonl", optim__max_steps=40,
+                                             model__idf=str(folder / "idf.json"),
                                              run__eval_every=0, run__checkpoint_every=0, run__max_seconds=5.0,
                                              data__dev_fraction=0.0, run__log_every=1))
     summary = train(cfg)
