@@ -249,7 +249,11 @@ def _build_module_class():
                 (path / IDF_FILE).write_text(json.dumps({self.vocab.tokens[i]: float(idf[i]) for i in nz},
                                                         ensure_ascii=False), encoding="utf-8")
             cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("backbone", "idf")}
-            (path / META_FILE).write_text(json.dumps({"type": MODEL_TYPE, "config": cfg, "window": self.window},
+            # the window in force at the END of training, not the current one: a checkpoint saved while the
+            # focusing window is still narrow (a best dev step early in training) must not bake a top-k cut
+            # into inference (the old distillation run's step-0 model came out with exactly 128 terms/doc)
+            final = focus_k(self.cfg, 1.0, len(self.vocab))
+            (path / META_FILE).write_text(json.dumps({"type": MODEL_TYPE, "config": cfg, "window": final},
                                                      indent=1), encoding="utf-8")
             return path
 

@@ -22,6 +22,7 @@ ones; relative paths are resolved against the config file's folder)::
     ranking = { infonce = 1.0, kl = 0.0, margin_mse = 0.0 }   # weights; kl/margin_mse need "teacher"
     infonce_temperature = 1.0   # scores / τ before the softmax (IDF-weighted scores are large: try τ > 1)
     kl_temperature = 1.0
+    kl_normalize = false         # standardise teacher and student scores per query before the KL (scale-free)
     flops_doc = 1e-3             # λ of FLOPS on documents (IDF-aware for an inference-free model)
     flops_query = 0.0            # λ of FLOPS / L1 on queries: only for a model with a trainable query side
     l1_query = 0.0
@@ -46,6 +47,7 @@ ones; relative paths are resolved against the config file's folder)::
     eval_every = 0               # 0 = at the start and the end only
     checkpoint_every = 0         # 0 = at the end only
     keep_checkpoints = 2
+    max_seconds = 0              # > 0: after 20 timed steps, cut the steps to end training within this budget
 
 The training records are described in `aftershock.train.records`; the loop in `aftershock.train.trainer`.
 """
@@ -81,6 +83,7 @@ class LossConfig(Config):
     ranking: dict = field(default_factory=lambda: {"infonce": 1.0})
     infonce_temperature: float = 1.0
     kl_temperature: float = 1.0
+    kl_normalize: bool = False
     flops_doc: float = 1e-3
     flops_query: float = 0.0
     l1_query: float = 0.0
@@ -109,6 +112,7 @@ class RunConfig(Config):
     eval_every: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    max_seconds: float = 0.0
 
 
 _SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
@@ -197,6 +201,7 @@ class TrainConfig(Config):
             check(getattr(o, name) >= 0, f"optim.{name}={getattr(o, name)} must be >= 0")
         _ints("optim", o, warmup_steps=0, max_steps=0, batch_size=1, grad_accum=1, epochs=1)
         _ints("run", r, log_every=1, keep_checkpoints=1, eval_every=0, checkpoint_every=0)
+        check(r.max_seconds >= 0, f"run.max_seconds={r.max_seconds} must be >= 0 (0 = no time budget)")
 
     @property
     def uses_teacher(self) -> bool:

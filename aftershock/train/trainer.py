@@ -29,6 +29,8 @@ from aftershock.train.config import OptimConfig, TrainConfig
 from aftershock.train.records import load_data, sample_batch
 
 _CKPT = re.compile(r"^step-(\d+)$")
+CALIBRATE_STEPS = 20  # steps timed before run.max_seconds sets the number of steps
+_clock = time.perf_counter
 
 
 def build_model(model_cfg, device: str = "cpu"):
@@ -53,16 +55,18 @@ def build_model(model_cfg, device: str = "cpu"):
     return model
 
 
-def _lr_factor(warmup: int, total: int):
-    """Linear warm-up over ``warmup`` steps (step s gets (s+1)/warmup), then linear decay to 0 at ``total``."""
+def _lr_factor(warmup: int, total):
+    """Linear warm-up over ``warmup`` steps (step s gets (s+1)/warmup), then linear decay to 0 at ``total``
+    (an int, or a callable read at each step: a time budget may shorten the run)."""
     def factor(s: int) -> float:
         if s < warmup:
             return (s + 1) / warmup
-        return max(0.0, (total - s) / max(1, total - warmup))
+        end = total() if callable(total) else total
+        return max(0.0, (end - s) / max(1, end - warmup))
     return factor
 
 
-def _optimizer(model, o: OptimConfig, total: int):
+def _optimizer(model, o: OptimConfig, total):
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,7 +126,7 @@ class Trainer:
         if not self.model.query_trainable and (lo.flops_query > 0 or lo.l1_query > 0):
             raise ConfigError(f"loss.flops_query={lo.flops_query} / l1_query={lo.l1_query} but the model's query side "
                               "has no trainable parameters (inference-free); set both to 0 (FLOPS applies to documents)")
-        self.opt, self.sched = _optimizer(self.model, o, self.total)
+        self.opt, self.sched = _optimizer(self.model, o, lambda: self.total)
         self.bf16 = o.bf16 and self.device.type == "cuda"
         self.step, self.best_mrr, self.best_step, self.last_log = 0, None, None, None
         self._perm_cache: dict[int, np.ndarray] = {}
@@ -170,7 +174,7 @@ class Trainer:
         if self.cfg.uses_teacher:
             student = torch.einsum("bv,bnv->bn", q, d.view(len(queries), n, -1))
             t = torch.tensor(teacher, dtype=torch.float32, device=d.device)
-            for name, fn in (("kl", lambda: losses.kl_distill(student, t, lo.kl_temperature)),
+            for name, fn in (("kl", lambda: losses.kl_distill(student, t, lo.kl_temperature, lo.kl_normalize)),
                              ("margin_mse", lambda: losses.margin_mse(student, t))):
                 if w.get(name, 0) > 0:
                     parts[name] = fn()
@@ -216,12 +220,22 @@ class Trainer:
         """Mean reciprocal rank (cut at 10) of each dev query's best positive among its own candidates;
         a tie with a negative counts against the positive. Queries are encoded in groups whose
         candidates fill about ``docs_per_call`` documents."""
-        import torch
-
         if not self.dev_set:
             return None
-        d_cfg = self.cfg.data
+        from aftershock.lsr.model import focus_k
+
         self.model.eval()
+        training_window = self.model.window  # score dev as the saved model will infer (the final window)
+        self.model.window = focus_k(self.model.cfg, 1.0, len(self.model.vocab))
+        try:
+            return self._dev_mrr(docs_per_call)
+        finally:
+            self.model.window = training_window
+
+    def _dev_mrr(self, docs_per_call: int) -> float:
+        import torch
+
+        d_cfg = self.cfg.data
         rr, groups, size = [], [[]], 0
         for r in self.dev_set:
             if size and size + len(r.docs) > docs_per_call:
@@ -309,19 +323,32 @@ class Trainer:
         with open(self._log_file, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": self.step, "dev_mrr10": mrr}) + "\n")
 
+    def _fit_budget(self, step_s: float, start: int) -> None:
+        """``run.max_seconds``: cut the total so the training steps end within the budget (evaluation time
+        not counted); the LR decay and the focusing window follow the new total."""
+        fit = start + int(self.cfg.run.max_seconds / max(step_s, 1e-9))
+        if fit < self.total:
+            print(f"time budget {self.cfg.run.max_seconds:.0f} s at {step_s:.3f} s/step: {self.total} -> {fit} steps",
+                  flush=True)
+            self.total = max(fit, self.step + 1)
+
     def run(self) -> dict:
         r = self.cfg.run
         start = self.step
-        window, docs, elapsed = [], 0, 0.0
+        window, docs, elapsed, train_s = [], 0, 0.0, 0.0
         print(f"training {len(self.train_set)} queries ({len(self.dev_set)} dev) for {self.total} steps on "
               f"{self.device}; output {self.out}", flush=True)
         if self.step == 0 and self.dev_set:  # the starting point, for reference
             self.model.set_progress(0, self.total)
             self._maybe_eval()
         while self.step < self.total:
-            t0 = time.perf_counter()
+            t0 = _clock()
             stats, n_docs, lr, lam = self._train_step()
-            elapsed += time.perf_counter() - t0
+            dt = _clock() - t0
+            elapsed += dt
+            train_s += dt
+            if r.max_seconds and self.step - start == CALIBRATE_STEPS:
+                self._fit_budget(train_s / CALIBRATE_STEPS, start)
             window += stats
             docs += n_docs
             last = self.step == self.total

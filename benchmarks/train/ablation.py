@@ -29,6 +29,14 @@ VARIANTS = {
     "no-idf-aware": {"model": {"idf_aware": False}},                 # binary query weights in training
     "learned-qw": {"model": {"learn_query_weights": True}},          # IDF x learned per-token factor
     "long": {"optim": {"epochs": 4}},                                # twice the steps
+    # wave 3 (default.toml on the MiniLM backbone; infonce = the shipped recipe)
+    "infonce": {"loss": {"ranking": {"infonce": 1.0}}},              # no distillation
+    "kl-norm": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": True}},
+    "kl-raw": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": False}},  # the old KL
+    "kl-norm-no-literal": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": True},
+                           "model": {"literal_residual": False}},
+    "kl-norm-no-focus": {"loss": {"ranking": {"infonce": 1.0, "kl": 1.0}, "kl_normalize": True},
+                         "model": {"focus_start_k": 0}},
 }
 FIELDS = ("system", "dataset", "nDCG@10", "MRR@10", "R@100", "R@1000", "nnz_per_query", "nnz_per_doc", "flops",
           "encode_docs_s", "dev_mrr10", "train_s")

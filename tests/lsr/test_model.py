@@ -150,3 +150,18 @@ def test_bf16_autocast_forward_matches_fp32(idf_json):
     assert (low - ref).abs().max() < 0.1 * ref.max()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # training path (grad enabled)
         assert torch.isfinite(m.encode_docs(texts)).all()
+
+
+def test_saved_model_keeps_the_final_window_not_the_training_one(tmp_path, idf_json):
+    """A checkpoint saved while the focusing window is still narrow infers with the window of the END of
+    training (none here), so a best-dev step early in training does not bake a top-k cut into the model."""
+    from aftershock.lsr.model import sparse_model_class
+
+    cfg = ModelConfig(backbone=str(MODEL), idf=str(idf_json), focus_start_k=8, focus_hold=0.5, focus_until=0.9)
+    model = sparse_model_class()(cfg)
+    model.set_progress(0, 100)
+    assert model.window == 8
+    loaded = sparse_model_class().load(model.save(tmp_path / "m"))
+    assert loaded.window == 0
+    with torch.no_grad():
+        assert (loaded.encode_docs(DOCS[:1]) > 0).sum() > 8

@@ -115,3 +115,30 @@ def test_idf_aware_flops_is_document_only():
     loss.backward()
     # d loss / d w_t = -idf(t) + 2·w_t (B = 1): the frequent token is pushed down, the rare one up
     assert d.grad.tolist() == [[pytest.approx(-1.0), pytest.approx(1.5)]]
+
+
+def test_kl_normalize_is_scale_free_and_hand_computed():
+    from aftershock.train.losses import standardize
+
+    teacher = torch.tensor([[3.0, 1.0, 2.0]])
+    student = torch.tensor([[30.0, 5.0, 20.0]])
+    base = kl_distill(student, teacher, normalize=True).item()
+    # any positive scale or shift of the student (or the teacher) leaves the normalised KL unchanged
+    for a, b in ((0.1, 0.0), (7.0, -3.0)):
+        assert kl_distill(a * student + b, teacher, normalize=True).item() == pytest.approx(base, rel=1e-4)
+        assert kl_distill(student, a * teacher + b, normalize=True).item() == pytest.approx(base, rel=1e-4)
+    # while the raw KL falls as the student's scores shrink, without any reordering (the old failure)
+    assert kl_distill(0.1 * student, teacher).item() < kl_distill(student, teacher).item() / 5
+    # hand value: z(teacher) = [1.2247, -1.2247, 0], z(student) from mean 55/3 and population std
+    z = standardize(student)[0]
+    s = student[0] - student[0].mean()
+    assert z.tolist() == pytest.approx((s / s.pow(2).mean().sqrt()).tolist(), rel=1e-5)
+    zt = torch.tensor([1.5 ** 0.5, -(1.5 ** 0.5), 0.0])
+    p, q = torch.softmax(zt, 0), torch.softmax(z, 0)
+    assert base == pytest.approx(float((p * (p.log() - q.log())).sum()), rel=1e-4)
+    # a constant row (a teacher with no preference) standardises to 0: uniform target
+    assert standardize(torch.tensor([[2.0, 2.0]])).abs().max().item() < 1e-5
+    # ... with a finite gradient (an all-zero student row at the start of training gave NaN through sqrt(0))
+    flat = torch.zeros(2, 3, requires_grad=True)
+    kl_distill(flat, torch.tensor([[3.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), normalize=True).backward()
+    assert torch.isfinite(flat.grad).all()

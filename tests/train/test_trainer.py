@@ -230,6 +230,31 @@ def test_lr_factor():
     assert [f(s) for s in range(12)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8,
                                                        2 / 8, 1 / 8])
     assert _lr_factor(0, 4)(0) == 1.0
+    total = [12]  # a callable total (a time budget shortens the run): the decay follows it
+    g = _lr_factor(4, lambda: total[0])
+    assert g(8) == pytest.approx(4 / 8)
+    total[0] = 8
+    assert g(6) == pytest.approx(2 / 4) and g(8) == 0.0
+
+
+def test_time_budget_cuts_the_steps(run, tmp_path, monkeypatch):
+    """run.max_seconds: after the timed calibration steps the total is cut so training fits the budget
+    (2 calibration steps at a pretended 1 s/step and a 5 s budget -> 5 steps, not 40); the log, the LR decay
+    and the summary follow the new total."""
+    from aftershock.train import trainer as tr
+
+    folder, _, _ = run
+    monkeypatch.setattr(tr, "CALIBRATE_STEPS", 2)
+    clock = iter(range(0, 10 ** 6))
+    monkeypatch.setattr(tr, "_clock", lambda: float(next(clock)))  # each training step takes 1 s
+    cfg = TrainConfig.from_toml(write_config(tmp_path, folder / "train.jsonl", optim__max_steps=40,
+                                             model__idf=str(folder / "idf.json"),
+                                             run__eval_every=0, run__checkpoint_every=0, run__max_seconds=5.0,
+                                             data__dev_fraction=0.0, run__log_every=1))
+    summary = train(cfg)
+    assert summary["steps"] == 5  # 2 calibration steps at 1 s each -> 5 s / 1 s = 5 steps in all
+    log = read_log(tmp_path / "out")
+    assert log[-1]["step"] == 5 and log[-1]["lr"] > 0
 
 
 # ---------------------------------------------------------------------------------------------- errors
