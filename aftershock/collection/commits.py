@@ -11,6 +11,7 @@ the same documents whichever side of the commit point the crash fell.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 
@@ -66,15 +67,20 @@ class Commits:
         """Merge every segment and the buffer into one segment (Seismic when large), dropping deleted rows.
         A background merge in flight finishes first; none starts while this runs."""
         self._check_writable()
+        with self.merges_paused(), self._write_lock:
+            segs = list(self._segments)
+            if len(segs) == 1 and not self._buffer and not segs[0].deleted.any() and not self._dirty:
+                return  # already one segment without deletions
+            self._commit(segs, flush_buffer=True)
+
+    @contextlib.contextmanager
+    def merges_paused(self):
+        """A context in which no background merge runs (one in flight finishes and commits first)."""
         merger = self._merger
         if merger is not None:
             merger.pause()
         try:
-            with self._write_lock:
-                segs = list(self._segments)
-                if len(segs) == 1 and not self._buffer and not segs[0].deleted.any() and not self._dirty:
-                    return  # already one segment without deletions
-                self._commit(segs, flush_buffer=True)
+            yield self
         finally:
             if merger is not None:
                 merger.resume()

@@ -26,6 +26,8 @@ class CollectionConfig(Config):
       into one; every document is rewritten about log_f(N / buffer_docs) times.
     * ``max_segments``: a hard cap: beyond it the smallest segments are merged whatever their tiers;
       `optimize()` merges everything.
+    * ``max_merge_docs``: segments with at least this many live rows are not merged by the policy (0 = no
+      limit); `optimize()` still merges them. Bounds the cost of background merges.
     * ``merge_deletes``: a segment with a larger deleted fraction is rewritten alone (its deleted rows
       dropped).
     * ``merge_mode``: ``"background"`` (merges run in a thread: `flush()` returns once the buffer is a
@@ -48,6 +50,7 @@ class CollectionConfig(Config):
     max_segments: int = 8
     flush_interval_s: float = 0.0
     merge_factor: int = 4
+    max_merge_docs: int = 0
     merge_deletes: float = 0.5
     merge_mode: str = "background"
     durability: str = "fsync"
@@ -65,6 +68,8 @@ class CollectionConfig(Config):
               and 0 <= self.flush_interval_s < float("inf"), f"flush_interval_s={self.flush_interval_s!r} must be "
               "a number of seconds >= 0 (0 = flush by size only; try 60)")
         check(is_int(self.merge_factor, 2), f"merge_factor={self.merge_factor!r} must be an integer >= 2 (try 4)")
+        check(is_int(self.max_merge_docs, 0), f"max_merge_docs={self.max_merge_docs!r} must be an integer >= 0 "
+              "(0 = no limit; try 100000)")
         check(isinstance(self.merge_deletes, (int, float)) and 0 < self.merge_deletes <= 1,
               f"merge_deletes={self.merge_deletes!r} must be in (0, 1] (1 = never rewrite for deletions; try 0.5)")
         check(self.merge_mode in MERGE_MODES, f"merge_mode={self.merge_mode!r}; use one of {list(MERGE_MODES)}")
@@ -95,6 +100,7 @@ FIELD_HELP = {
     "max_segments": "merge the smallest segments when a flush leaves more than this",
     "flush_interval_s": "also flush the buffer when its oldest document is this old (0 = off)",
     "merge_factor": "tiered merging: merge this many segments of one size tier",
+    "max_merge_docs": "the policy leaves segments of this many live rows alone (0 = no limit)",
     "merge_deletes": "rewrite a segment alone when this fraction of it is deleted",
     "merge_mode": "merge in a background thread or inline in flush",
     "durability": "fsync each call, batch (group commit) or none",

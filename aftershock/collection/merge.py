@@ -5,8 +5,9 @@ buffer_docs)) with f = ``merge_factor`` (tier 0: fewer than f x buffer_docs live
 f**2 x buffer_docs, ...). When one tier holds ``merge_factor``
 segments, its ``merge_factor`` smallest are merged into one segment of the next tier, so every document is
 rewritten about log_f(N / buffer_docs) times and the number of segments stays below
-``(merge_factor - 1) x tiers``. ``max_segments`` caps the count regardless: beyond it the smallest
-segments are merged. A segment whose deleted fraction is above ``merge_deletes`` is rewritten alone
+``(merge_factor - 1) x tiers``. ``max_segments`` caps the count: beyond it the smallest segments are
+merged. Segments of ``max_merge_docs`` live rows or more (when > 0) are left alone (as Lucene's maximum
+merged segment size): only `optimize()` rewrites them, so no large rebuild runs just before it. A segment whose deleted fraction is above ``merge_deletes`` is rewritten alone
 (expunging its deleted rows).
 
 The merger (`Merger`): one daemon thread per writer. It wakes on every flush (and every
@@ -42,8 +43,9 @@ def pick_merge(live: list[int], total: list[int], config) -> list[int]:
     for i in range(n):  # deletion-heavy segments are rewritten alone
         if total[i] and live[i] < total[i] and (total[i] - live[i]) / total[i] > config.merge_deletes:
             return [i]
-    by_size = sorted(range(n), key=lambda i: (live[i], i))
-    if n > config.max_segments:
+    cap = config.max_merge_docs or float("inf")
+    by_size = [i for i in sorted(range(n), key=lambda i: (live[i], i)) if live[i] < cap]
+    if n > config.max_segments and len(by_size) >= 2:
         take = max(2, min(config.merge_factor, n - config.max_segments + 1))
         return sorted(by_size[:take])
     tiers: dict = {}

@@ -47,6 +47,9 @@ def test_tiered_policy_picks():
     assert pick_merge([100, 100], [100, 300], cfg) == [1]  # two thirds deleted: rewritten alone
     capped = CollectionConfig(buffer_docs=10, merge_factor=4, max_segments=3)
     assert pick_merge([500, 30, 2000, 8], [500, 30, 2000, 8], capped) == [1, 3]
+    big = CollectionConfig(buffer_docs=10, merge_factor=2, max_merge_docs=100, max_segments=3)
+    assert pick_merge([150, 120, 5, 300], [150, 120, 5, 300], big) == []  # the large ones are left alone
+    assert pick_merge([150, 60, 50], [150, 60, 50], big) == [1, 2]
     with pytest.raises(ConfigError):
         CollectionConfig(merge_factor=1)
     with pytest.raises(ConfigError):
