@@ -10,7 +10,7 @@ import time
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from collection_helpers import DIM, check_topk, queries, random_docs
+from collection_helpers import DIM, check_topk, model_of, queries, random_docs
 from hypothesis import settings
 from hypothesis.stateful import rule
 from test_stateful import IDS, CollectionMachine
@@ -21,14 +21,6 @@ from aftershock.collection.merge import pick_merge, tier
 from aftershock.errors import ConfigError
 
 EXACT_SEISMIC = SeismicConfig(pruning="none", summary_energy=1.0, value_dtype="float32")
-
-
-def model_of(batch, model=None):
-    model = {} if model is None else model
-    for i in range(len(batch)):
-        t, v = batch.row(i)
-        model[str(batch.ids[i])] = (t.copy(), v.copy())
-    return model
 
 
 @pytest.fixture
