@@ -26,8 +26,8 @@ class CollectionConfig(Config):
       into one; every document is rewritten about log_f(N / buffer_docs) times.
     * ``max_segments``: a hard cap: beyond it the smallest segments are merged whatever their tiers;
       `optimize()` merges everything.
-    * ``max_merge_docs``: segments with at least this many live rows are not merged by the policy (0 = no
-      limit); `optimize()` still merges them. Bounds the cost of background merges.
+    * ``max_merge_docs``: the policy never merges into a segment of more than this many live rows (0 = no
+      limit; it wins over ``max_segments``); `optimize()` still merges everything. Bounds background merges.
     * ``merge_deletes``: a segment with a larger deleted fraction is rewritten alone (its deleted rows
       dropped).
     * ``merge_mode``: ``"background"`` (merges run in a thread: `flush()` returns once the buffer is a
@@ -100,7 +100,7 @@ FIELD_HELP = {
     "max_segments": "merge the smallest segments when a flush leaves more than this",
     "flush_interval_s": "also flush the buffer when its oldest document is this old (0 = off)",
     "merge_factor": "tiered merging: merge this many segments of one size tier",
-    "max_merge_docs": "the policy leaves segments of this many live rows alone (0 = no limit)",
+    "max_merge_docs": "merges never make a segment of more live rows than this (0 = no limit)",
     "merge_deletes": "rewrite a segment alone when this fraction of it is deleted",
     "merge_mode": "merge in a background thread or inline in flush",
     "durability": "fsync each call, batch (group commit) or none",

@@ -6,8 +6,9 @@ f**2 x buffer_docs, ...). When one tier holds ``merge_factor``
 segments, its ``merge_factor`` smallest are merged into one segment of the next tier, so every document is
 rewritten about log_f(N / buffer_docs) times and the number of segments stays below
 ``(merge_factor - 1) x tiers``. ``max_segments`` caps the count: beyond it the smallest segments are
-merged. Segments of ``max_merge_docs`` live rows or more (when > 0) are left alone (as Lucene's maximum
-merged segment size): only `optimize()` rewrites them, so no large rebuild runs just before it. A segment whose deleted fraction is above ``merge_deletes`` is rewritten alone
+merged. No merge makes a segment of more than ``max_merge_docs`` live rows (when > 0; as Lucene's maximum
+merged segment size, it wins over ``max_segments``): only `optimize()` builds larger ones, so the policy runs
+no large rebuild that the final optimize would repeat. A segment whose deleted fraction is above ``merge_deletes`` is rewritten alone
 (expunging its deleted rows).
 
 The merger (`Merger`): one daemon thread per writer. It wakes on every flush (and every
@@ -44,15 +45,20 @@ def pick_merge(live: list[int], total: list[int], config) -> list[int]:
         if total[i] and live[i] < total[i] and (total[i] - live[i]) / total[i] > config.merge_deletes:
             return [i]
     cap = config.max_merge_docs or float("inf")
-    by_size = [i for i in sorted(range(n), key=lambda i: (live[i], i)) if live[i] < cap]
-    if n > config.max_segments and len(by_size) >= 2:
-        take = max(2, min(config.merge_factor, n - config.max_segments + 1))
-        return sorted(by_size[:take])
+
+    def fits(pos):  # a merge never makes a segment of more than max_merge_docs live rows
+        return len(pos) >= 2 and sum(live[i] for i in pos) <= cap
+
+    by_size = sorted(range(n), key=lambda i: (live[i], i))
+    if n > config.max_segments:
+        take = by_size[: max(2, min(config.merge_factor, n - config.max_segments + 1))]
+        if fits(take):
+            return sorted(take)
     tiers: dict = {}
     for i in by_size:
         tiers.setdefault(tier(live[i], config), []).append(i)
     for t in sorted(tiers):
-        if len(tiers[t]) >= config.merge_factor:
+        if len(tiers[t]) >= config.merge_factor and fits(tiers[t][: config.merge_factor]):
             return sorted(tiers[t][: config.merge_factor])
     return []
 

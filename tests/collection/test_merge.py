@@ -40,8 +40,9 @@ def test_tiered_policy_picks():
     capped = CollectionConfig(buffer_docs=10, merge_factor=4, max_segments=3)
     assert pick_merge([500, 30, 2000, 8], [500, 30, 2000, 8], capped) == [1, 3]
     big = CollectionConfig(buffer_docs=10, merge_factor=2, max_merge_docs=100, max_segments=3)
-    assert pick_merge([150, 120, 5, 300], [150, 120, 5, 300], big) == []  # the large ones are left alone
-    assert pick_merge([150, 60, 50], [150, 60, 50], big) == [1, 2]
+    assert pick_merge([150, 120, 5, 300], [150, 120, 5, 300], big) == []  # no merge of more than 100 rows
+    assert pick_merge([150, 60, 50], [150, 60, 50], big) == []
+    assert pick_merge([150, 60, 40], [150, 60, 40], big) == [1, 2]
     with pytest.raises(ConfigError):
         CollectionConfig(merge_factor=1)
     with pytest.raises(ConfigError):
@@ -54,7 +55,7 @@ def test_tiered_policy_picks():
 def test_deletes_during_a_merge_are_carried(tmp_path, hook, kind):
     """A merge is held between building and committing; meanwhile documents of its source segments are
     deleted and replaced. After the commit none of them comes back (search, count, get, reopen)."""
-    cfg = CollectionConfig(buffer_docs=10, merge_factor=2, max_segments=50, max_merge_docs=12,
+    cfg = CollectionConfig(buffer_docs=10, merge_factor=2, max_segments=50, max_merge_docs=20,
                            exact_threshold=10**9 if kind == "exact" else 5, seismic=EXACT_SEISMIC)
     built, release = threading.Event(), threading.Event()
 
@@ -80,12 +81,16 @@ def test_deletes_during_a_merge_are_carried(tmp_path, hook, kind):
     model_of(again, model)
     qs = queries()
     check_topk(c.search(qs, k=30, heap_factor=1.0, query_cut=100), model, qs, 30)  # during the merge
+    extra = random_docs(rng, [f"e{i}" for i in range(5)])
+    c.upsert(extra)
+    model_of(extra, model)
     c.flush()  # a commit during the merge: its garbage collection keeps the merge's files
     assert len(c.info()["segments"]) == 3
     release.set()
     assert c.wait_for_merges(30)
     info = c.info()
-    assert [s["n_docs"] for s in info["segments"]] == [2, 20] and info["segments"][1]["n_deleted"] == 6
+    # 7 + 14 live rows > max_merge_docs: no second merge, the carried deletions stay visible
+    assert [s["n_docs"] for s in info["segments"]] == [7, 20] and info["segments"][1]["n_deleted"] == 6
     assert info["merges"]["done"] == 1
     assert c.count() == len(model)
     check_topk(c.search(qs, k=30, heap_factor=1.0, query_cut=100), model, qs, 30)
