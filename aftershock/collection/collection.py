@@ -63,8 +63,11 @@ class Collection(Commits):
 
     Writes: ``upsert(vectors, ids, metadata=None)`` (replaces documents with the same ids), ``delete(ids)``;
     both are in the log (durable per ``config.durability``) before they return, and visible to the next
-    search. ``flush()`` writes the buffer to a segment; ``optimize()`` merges everything into one segment,
-    dropping deleted rows. ``count()``, ``get(ids)``, ``info()``, ``close()`` (also a context manager).
+    search. ``flush()`` writes the buffer to a segment (also by size, ``buffer_docs``, and by age,
+    ``flush_interval_s``); the tiered merge policy then merges segments in a background thread (see
+    `aftershock.collection.merge`, `commits`); ``optimize()`` merges everything into one segment, dropping
+    deleted rows; ``wait_for_merges()``, ``merges_paused()``. ``count()``, ``get(ids)``, ``info()``, ``close()``
+    (waits for a merge in flight; also a context manager).
     """
 
     def __init__(self, path: Path, read_only: bool):
