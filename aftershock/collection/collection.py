@@ -34,11 +34,12 @@ import numpy as np
 from aftershock.collection import filters as F
 from aftershock.collection.buffer import Buffer, Generation
 from aftershock.collection.config import CollectionConfig
+from aftershock.collection.commits import Commits
 from aftershock.collection.manifest import FORMAT, VERSION, commit_manifest, write_atomic
+from aftershock.collection.merge import Merger
 from aftershock.collection.search import CollectionResult, check_queries, search_generation
-from aftershock.collection.segment import SEGMENTS, Segment, write_deletions, write_segment
+from aftershock.collection.segment import SEGMENTS, Segment
 from aftershock.collection.wal import Record, WriteAheadLog, cut_tail, read_log
-from aftershock.index.store import fsync_dir
 from aftershock.errors import ConfigError, FormatError, IndexFormatError, TermIdOutOfRangeError
 from aftershock.index import SparseBatch, Vocabulary
 from aftershock.seismic import SearchParams
@@ -51,7 +52,7 @@ class CollectionLockedError(IndexFormatError):
     """Another process holds the collection's writer lock."""
 
 
-class Collection:
+class Collection(Commits):
     """A directory of immutable segments + a write-ahead log + deletion bitmaps + metadata columns, behind
     one manifest switched atomically. One writer (a lock file), any number of readers (``read_only=True``).
 
@@ -62,8 +63,11 @@ class Collection:
 
     Writes: ``upsert(vectors, ids, metadata=None)`` (replaces documents with the same ids), ``delete(ids)``;
     both are in the log (durable per ``config.durability``) before they return, and visible to the next
-    search. ``flush()`` writes the buffer to a segment; ``optimize()`` merges everything into one segment,
-    dropping deleted rows. ``count()``, ``get(ids)``, ``info()``, ``close()`` (also a context manager).
+    search. ``flush()`` writes the buffer to a segment (also by size, ``buffer_docs``, and by age,
+    ``flush_interval_s``); the tiered merge policy then merges segments in a background thread (see
+    `aftershock.collection.merge`, `commits`); ``optimize()`` merges everything into one segment, dropping
+    deleted rows; ``wait_for_merges()``, ``merges_paused()``. ``count()``, ``get(ids)``, ``info()``, ``close()``
+    (waits for a merge in flight; also a context manager).
     """
 
     def __init__(self, path: Path, read_only: bool):
@@ -74,6 +78,8 @@ class Collection:
         self._lock_fd = None
         self._wal = None
         self._snap = None
+        self._merger = None
+        self._reserved = set()  # names of segments a merge in flight is writing (kept by the garbage collector)
         self.replay = {"records": 0, "skipped_bytes": 0, "skipped_reason": "", "moved_to": None}
 
     # ------------------------------------------------------------------ create / open
@@ -130,6 +136,10 @@ class Collection:
             if not read_only:
                 self._collect_garbage()
                 self._wal = WriteAheadLog(self.path / self.manifest["wal"], self.config.durability)
+                if self.config.merge_mode == "background" or self.config.flush_interval_s:
+                    tick = self.config.flush_interval_s / 2 if self.config.flush_interval_s else None
+                    self._merger = Merger(self, tick)  # merges start at the first flush
+                    self._merger.start()
         except BaseException:
             self._release_lock()
             raise
@@ -168,12 +178,13 @@ class Collection:
         vf = self.path / "vocab.json"
         self.vocab = Vocabulary(json.loads(vf.read_text(encoding="utf-8"))) if vf.exists() else None
         self._segments = [Segment(self.path, e, bool(self.schema), verify) for e in manifest["segments"]]
-        self._where = {}  # external id -> (segment position, row) of live segment rows
-        for pos, seg in enumerate(self._segments):
-            live = np.flatnonzero(~seg.deleted)
-            self._where.update(zip(seg.doc_ids[live].tolist(), ((pos, int(r)) for r in live)))
+        self._next_segment = int(manifest["next_segment"])
+        self._where = {}  # external id -> (Segment, row) of live segment rows
+        for seg in self._segments:
+            self._index_rows(seg)
         self._buffer = {}  # external id -> (indices int32, values float32, metadata dict)
-        self._dirty = set()  # segment positions whose deletions are not yet in a deletion file
+        self._buffer_t0 = None  # time.monotonic() when the buffer got its first document (time-based flush)
+        self._dirty = set()  # segments whose deletions are not yet in a deletion file
         scan = read_log(self.path / manifest["wal"])
         for rec in scan.records:
             self._apply(rec)
@@ -187,8 +198,13 @@ class Collection:
                 side = cut_tail(self.path / manifest["wal"], scan.good_bytes)
                 self.replay["moved_to"] = side.name if side else None
 
+    def _index_rows(self, seg):
+        live = np.flatnonzero(~seg.deleted)
+        self._where.update(zip(seg.doc_ids[live].tolist(), ((seg, int(r)) for r in live.tolist())))
+
     def _collect_garbage(self):
-        """Remove the files of this collection that the live manifest does not name (left by a crash)."""
+        """Remove the files of this collection that the live manifest does not name (left by a crash), except
+        those of a segment a merge in flight is writing."""
         live = {self.manifest["wal"], (self.path / "CURRENT").read_text().strip()}
         for f in self.path.iterdir():
             if _OWNED.match(f.name) and f.name not in live:
@@ -197,7 +213,7 @@ class Collection:
         for e in self.manifest["segments"]:
             seg_live |= {e["name"], f"{e['name']}.parquet"} | ({e["deletions"]} if e.get("deletions") else set())
         for f in (self.path / SEGMENTS).iterdir():
-            if _SEG_OWNED.match(f.name) and f.name not in seg_live:
+            if _SEG_OWNED.match(f.name) and f.name not in seg_live and not any(r in f.name for r in self._reserved):
                 shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ writes
@@ -226,7 +242,7 @@ class Collection:
         md = F.check_metadata(self.schema, metadata, len(ids), ids)
         rec = Record("upsert", ids, md if self.schema else None, vectors.indptr, vectors.indices, vectors.values)
         self._write(rec)
-        if len(self._buffer) >= self.config.buffer_docs:
+        if len(self._buffer) >= self.config.buffer_docs or self._buffer_expired():
             self.flush()
         return len(ids)
 
@@ -259,113 +275,20 @@ class Collection:
                 where = self._where.pop(i, None)
                 if where is not None:
                     masks.setdefault(where[0], []).append(where[1])
-            for pos, rows in masks.items():
-                seg = self._segments[pos]
+            for seg, rows in masks.items():
                 d = seg.deleted.copy()
                 d[rows] = True
                 seg.deleted = d
-                self._dirty.add(pos)
+                self._dirty.add(seg)
             if rec.op == "upsert":
+                if self._buffer_t0 is None:
+                    self._buffer_t0 = time.monotonic()
                 md = rec.metadata or [{}] * len(rec.ids)
                 for j, i in enumerate(rec.ids):
                     a, b = int(rec.indptr[j]), int(rec.indptr[j + 1])
                     self._buffer[i] = (np.array(rec.indices[a:b], np.int32), np.array(rec.values[a:b], np.float32),
                                        md[j])
             self._snap = None
-
-    # ------------------------------------------------------------------ commits
-    def flush(self) -> None:
-        """Write the buffer to a new segment and pending deletions to new bitmap files, commit a new
-        manifest and start a new log; then merge the smallest segments if there are more than
-        ``config.max_segments``."""
-        self._check_writable()
-        with self._write_lock:
-            if self._buffer or self._dirty or self._wal.records:
-                self._commit(merge=[])
-            if len(self._segments) > self.config.max_segments:
-                live = [s.n - s.n_deleted for s in self._segments]
-                order = sorted(range(len(live)), key=live.__getitem__)
-                take = max(2, len(self._segments) - self.config.max_segments // 2)
-                self._commit(merge=sorted(order[:take]))
-
-    def optimize(self) -> None:
-        """Merge every segment and the buffer into one segment (Seismic when large), dropping deleted rows."""
-        self._check_writable()
-        with self._write_lock:
-            self._commit(merge=list(range(len(self._segments))))
-
-    def _commit(self, merge: list[int]):
-        """Commit generation + 1: the segments at positions ``merge`` and the buffer become one new segment
-        (live rows only), the other segments keep their rows with their pending deletions written out."""
-        gen = self.generation + 1
-        root = self.path
-        seg_dir = root / SEGMENTS
-        entries = []
-        parts, tables = [], []
-        for pos in merge:
-            seg = self._segments[pos]
-            live = np.flatnonzero(~seg.deleted)
-            if live.size:
-                parts.append(seg.rows(live))
-                if self.schema:
-                    tables.append(seg.table.take(live))
-        buf = Buffer(self._buffer, self.dim, self.schema) if self._buffer else None
-        if buf is not None:
-            parts.append(buf.batch(self.vocab))
-            if self.schema:
-                tables.append(buf.table)
-        new_entry = None
-        next_segment = int(self.manifest["next_segment"])
-        if parts:
-            docs = SparseBatch.concat(parts) if len(parts) > 1 else parts[0]
-            docs.dim, docs.vocab = self.dim, None  # the collection keeps the vocabulary once
-            table = None
-            if self.schema:
-                import pyarrow as pa
-
-                table = pa.concat_tables([F.conform(t, self.schema) for t in tables])
-            name = f"seg-{next_segment:06d}"
-            next_segment += 1
-            new_entry = write_segment(root, name, docs, table, self.config)
-        merged = set(merge)
-        for pos, seg in enumerate(self._segments):
-            if pos in merged:
-                continue
-            e = {"name": seg.name, "kind": seg.kind, "n_docs": seg.n, "deletions": seg.del_file,
-                 "n_deleted": seg.n_deleted}
-            if pos in self._dirty:
-                e["deletions"] = write_deletions(root, seg.name, gen, seg.deleted)
-            entries.append((pos, e))
-        manifest = {**self.manifest, "generation": gen, "segments": [e for _, e in entries] +
-                    ([new_entry] if new_entry else []), "wal": f"wal-{gen:06d}.log", "next_segment": next_segment}
-        fsync_dir(seg_dir)
-        new_seg = Segment(root, new_entry, bool(self.schema), verify=False) if new_entry else None
-        self._wal.sync()
-        commit_manifest(root, manifest)  # the commit point
-        # the new in-memory state, swapped in at once (searches hold the previous Generation)
-        with self._state_lock:
-            segments = []
-            for pos, e in entries:
-                seg = self._segments[pos]
-                seg.del_file = e["deletions"]
-                segments.append(seg)
-            if new_seg is not None:
-                segments.append(new_seg)
-            self._segments = segments
-            self._where = {}
-            for p, seg in enumerate(segments):
-                live = np.flatnonzero(~seg.deleted)
-                self._where.update(zip(seg.doc_ids[live].tolist(), ((p, int(r)) for r in live)))
-            self._buffer = {}
-            self._dirty = set()
-            self.manifest, self.generation = manifest, gen
-            self._snap = None
-        old = self._wal
-        self._wal = WriteAheadLog(root / manifest["wal"], self.config.durability)
-        old.close()
-        self._collect_garbage()
-        fsync_dir(root)
-        fsync_dir(seg_dir)
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> Generation:
@@ -401,19 +324,20 @@ class Collection:
         if isinstance(ids, str):
             ids = [ids]
         rows, found, md = [], [], []
+        ids = [str(x) for x in ids]
         with self._state_lock:
-            segments, buffer, where = list(self._segments), dict(self._buffer), dict(self._where)
-        for i in (str(x) for x in ids):
-            if i in buffer:
-                rows.append((buffer[i][0], buffer[i][1]))
-                md.append(dict(buffer[i][2]))
-            elif i in where:
-                seg = segments[where[i][0]]
-                r = seg.rows(np.array([where[i][1]]))
-                rows.append((r.indices, r.values))
-                md.append(F.row_metadata(self.schema, seg.table, where[i][1]))
-            else:
+            found_at = [self._buffer.get(i) or self._where.get(i) for i in ids]
+        for i, at in zip(ids, found_at):
+            if at is None:
                 continue
+            if len(at) == 3:  # the buffer: (indices, values, metadata); a segment: (Segment, row)
+                rows.append((at[0], at[1]))
+                md.append(dict(at[2]))
+            else:
+                seg, row = at
+                r = seg.rows(np.array([row]))
+                rows.append((r.indices, r.values))
+                md.append(F.row_metadata(self.schema, seg.table, row))
             found.append(i)
         return SparseBatch.from_rows(rows, ids=found, dim=self.dim, vocab=self.vocab), md
 
@@ -428,10 +352,20 @@ class Collection:
                 "wal": {"file": wal.name, "bytes": wal.stat().st_size if wal.exists() else 0},
                 "replay": dict(self.replay), "read_only": self.read_only,
                 "config": self.config.to_dict(), "schema": dict(self.schema),
-                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())}
+                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+                "merges": self._merge_info()}
+
+    def _merge_info(self) -> dict:
+        m = self._merger
+        return {"mode": self.config.merge_mode, "running": bool(m and m.busy), "done": m.merges if m else 0,
+                "seconds": round(m.merge_s, 3) if m else 0.0, "error": repr(m.error) if m and m.error else None}
 
     def close(self) -> None:
-        """Sync the log and release the writer lock (the buffer stays in the log; nothing is lost)."""
+        """Stop the merger (a merge in flight finishes and commits first), sync the log and release the
+        writer lock (the buffer stays in the log; nothing is lost)."""
+        merger, self._merger = self._merger, None
+        if merger is not None:
+            merger.stop()
         if self._wal is not None:
             self._wal.close()
             self._wal = None

@@ -19,6 +19,15 @@ def random_docs(rng, ids, dim=DIM, max_terms=6):
     return SparseBatch.from_rows(rows, ids=list(ids), dim=dim)
 
 
+def model_of(batch, model=None):
+    """A dict id -> (terms, weights) of ``batch`` (added to ``model`` when given)."""
+    model = {} if model is None else model
+    for i in range(len(batch)):
+        t, v = batch.row(i)
+        model[str(batch.ids[i])] = (t.copy(), v.copy())
+    return model
+
+
 def queries(seed=7, n=6, dim=DIM):
     rng = np.random.default_rng(seed)
     return random_docs(rng, [f"q{i}" for i in range(n)], dim, max_terms=4)

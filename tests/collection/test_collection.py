@@ -8,21 +8,13 @@ import warnings
 
 import numpy as np
 import pytest
-from collection_helpers import DIM, check_topk, queries, random_docs
+from collection_helpers import DIM, check_topk, model_of, queries, random_docs
 
 from aftershock import Collection, CollectionConfig, SearchParams, SeismicConfig, SparseBatch
 from aftershock.collection import CollectionLockedError
 from aftershock.errors import ConfigError, FormatError, TermIdOutOfRangeError
 
 EXACT = CollectionConfig(exact_threshold=10**9, buffer_docs=25, max_segments=3)
-
-
-def model_of(batch, model=None):
-    model = {} if model is None else model
-    for i in range(len(batch)):
-        t, v = batch.row(i)
-        model[str(batch.ids[i])] = (t.copy(), v.copy())
-    return model
 
 
 def test_upsert_search_delete_reopen(tmp_path):
