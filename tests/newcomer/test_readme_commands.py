@@ -41,6 +41,8 @@ BLOCKS = {
         "vectors and Ray: tests/cluster/test_ray_cluster.py builds shards of a real set on a local Ray (CLI included)",
     "aftershock serve --cluster my-cluster": "serves a cluster: tests/cluster/test_ray_cluster.py runs the Ray Serve ingress",
     "aftershock bench scale": "a benchmark of minutes to hours: tests/bench/test_scale.py runs the driver on a tiny N",
+    "python benchmarks/collection/ingest.py --dataset lexicon": "benchmarks of many minutes on 268,640 documents "
+                                                               "(RESULTS.md); the mechanisms are tests/collection/test_merge.py",
     "aftershock search --index coll": "needs a collection: "
                                       "tests/collection/test_serve_collection.py::test_cli_search_collection_with_filter",
     "aftershock build --input aftershock/data/cranfield/cranfield.docs.npz": "starts a server and schemathesis in "
