@@ -45,16 +45,10 @@ def add_serve_flags(parser) -> None:
 def check_serve_source(args) -> None:
     """Exactly one thing to serve: --cluster excludes --index (and a collection directory)."""
     if getattr(args, "cluster", None):
-        if getattr(args, "index", None):
-            raise ConfigError("give either --cluster DIR or --index DIR, not both")
-    elif not getattr(args, "index", None) and not _is_dir(getattr(args, "collection", None)):
-        raise ConfigError("serve needs --index DIR (or --cluster DIR for a sharded cluster)")
-
-
-def _is_dir(value) -> bool:
-    from pathlib import Path
-
-    return isinstance(value, str) and Path(value).is_dir()
+        if getattr(args, "index", None) or getattr(args, "collection", None):
+            raise ConfigError("give one of --cluster DIR, --index DIR and --collection DIR, not several")
+    elif not getattr(args, "index", None) and not getattr(args, "collection", None):
+        raise ConfigError("serve needs --index DIR, --collection DIR or --cluster DIR")
 
 
 def cmd_build_sharded(args, overrides: dict) -> int:
