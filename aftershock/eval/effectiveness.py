@@ -3,7 +3,8 @@ a Seismic) index, score the runs with ir-measures, write TREC runs and a JSON su
 
 ``aftershock eval --dataset DIR --systems bm25,/path/to/model`` (``--help`` lists the options). A
 system is a built-in name (``bm25``; ``bm25s`` runs the bm25s library itself as a reference peer) or
-anything `aftershock.lsr.load_encoder` accepts (model directories, ``idf:DIR``, ``binary:DIR``).
+anything `aftershock.lsr.load_encoder` accepts (model directories, ``idf:DIR``, ``binary:DIR``), or a
+hybrid ``A+B[:convex[=W]|:rrf[=K]]`` of two of them (``bm25+default``; `aftershock.eval.hybrid`).
 """
 
 from __future__ import annotations
@@ -87,49 +88,80 @@ def run_bm25s(ds: Dataset, k: int) -> dict:
     return {"run": run, "encode_s": enc_s, "search_s": search_s}
 
 
+def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, stage) -> tuple:
+    """Encode ``ds`` with ``system`` and search it exactly: (row, exact result, index, docs, queries)."""
+    from aftershock.lsr import BM25, load_encoder
+    from aftershock.seismic import ExactIndex, SearchParams
+
+    name = Path(system).name or system
+    row = {"dataset": ds.name, "system": system, "index": "exact", "n_docs": len(ds.doc_ids),
+           "n_queries": len(ds.query_ids)}
+    enc = load_encoder(system, **(encoder_kwargs or {})) if system != "bm25" else BM25()
+    stage(f"{ds.name} {name}: encode {len(ds.doc_ids)} documents")
+    t0 = time.perf_counter()
+    if isinstance(enc, BM25):
+        enc.fit(ds.doc_texts)
+    docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
+    row["encode_docs_s"] = time.perf_counter() - t0
+    stage(f"{ds.name} {name}: encode {len(ds.query_ids)} queries")
+    t0 = time.perf_counter()
+    queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
+    row["encode_queries_s"] = time.perf_counter() - t0
+    row.update(dim=docs.dim, nnz_per_query=queries.nnz / max(len(queries), 1),
+               nnz_per_doc=docs.nnz / max(len(docs), 1), flops=flops(queries, docs))
+    kk = min(k, len(docs))
+    stage(f"{ds.name} {name}: exact search of {len(queries)} queries (k={kk}) over {len(docs)} documents")
+    index = ExactIndex.build(docs)
+    t0 = time.perf_counter()
+    exact = index.search(queries, kk, SearchParams(threads=threads))
+    row["search_s"] = time.perf_counter() - t0
+    return row, exact, index, docs, queries
+
+
 def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = False, out_dir=None,
              encoder_kwargs: dict | None = None, threads: int | None = None, log=print,
              stage=None) -> list[dict]:
     """Evaluate each system on ``ds``; returns one row (dict) per system (and per index kind).
 
+    A system ``A+B[:convex[=W]|:rrf[=K]]`` fuses A and B per query (`aftershock.eval.hybrid`); each
+    component is encoded and searched once per dataset, whether listed on its own or not.
     ``stage(line)`` (optional) is told each stage as it starts (encoding, search, scoring), so a long
     run is never silent; the encoders' own bars (``progress=True`` in ``encoder_kwargs``) show the encoding."""
-    from aftershock.lsr import BM25, load_encoder
-    from aftershock.seismic import ExactIndex, SearchParams, SeismicConfig, SeismicIndex
+    from aftershock.eval.hybrid import fused_row, name_of, parse_hybrid
+    from aftershock.seismic import SearchParams, SeismicConfig, SeismicIndex
 
     stage = stage or (lambda line: None)
     rows = []
+    done: dict = {}  # system -> (row, exact result): the components of hybrids, searched once
+
+    def component(system):
+        if system not in done:
+            row, exact, *_ = _exact_system(ds, system, k, encoder_kwargs, threads, stage)
+            done[system] = (dict(row), exact)
+        return done[system]
+
     for system in systems:
-        name = Path(system).name or system
-        row = {"dataset": ds.name, "system": system, "index": "exact", "n_docs": len(ds.doc_ids),
-               "n_queries": len(ds.query_ids)}
-        if system in PEERS:
+        name = name_of(system)
+        parts = parse_hybrid(system)
+        if parts is not None:
+            for part in parts[:2]:
+                component(part)
+            stage(f"{ds.name} {name}: fuse and score")
+            row, fused = fused_row(ds, system, parts, done, min(k, len(ds.doc_ids)))
+            run = to_run(fused, ds.query_ids, ds.doc_ids)
+            row.update(score_run(run, ds.qrels))
+            runs = {"exact": run}
+        elif system in PEERS:
+            row = {"dataset": ds.name, "system": system, "index": "bm25s", "n_docs": len(ds.doc_ids),
+                   "n_queries": len(ds.query_ids)}
             stage(f"{ds.name} {name}: index {len(ds.doc_ids)} documents, search {len(ds.query_ids)} queries")
             res = run_bm25s(ds, k)
             row.update(encode_docs_s=res["encode_s"], search_s=res["search_s"], **score_run(res["run"], ds.qrels))
-            row["index"] = "bm25s"
             runs = {"bm25s": res["run"]}
         else:
-            enc = load_encoder(system, **(encoder_kwargs or {})) if system != "bm25" else BM25()
-            stage(f"{ds.name} {name}: encode {len(ds.doc_ids)} documents")
-            t0 = time.perf_counter()
-            if isinstance(enc, BM25):
-                enc.fit(ds.doc_texts)
-            docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
-            row["encode_docs_s"] = time.perf_counter() - t0
-            stage(f"{ds.name} {name}: encode {len(ds.query_ids)} queries")
-            t0 = time.perf_counter()
-            queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
-            row["encode_queries_s"] = time.perf_counter() - t0
-            row.update(dim=docs.dim, nnz_per_query=queries.nnz / max(len(queries), 1),
-                       nnz_per_doc=docs.nnz / max(len(docs), 1), flops=flops(queries, docs))
+            row, exact, index, docs, queries = _exact_system(ds, system, k, encoder_kwargs, threads, stage)
+            done[system] = (dict(row), exact)
             kk = min(k, len(docs))
-            stage(f"{ds.name} {name}: exact search of {len(queries)} queries (k={kk}) over {len(docs)} documents")
-            index = ExactIndex.build(docs)
-            params = SearchParams(threads=threads)
-            t0 = time.perf_counter()
-            exact = index.search(queries, kk, params)
-            row["search_s"] = time.perf_counter() - t0
             stage(f"{ds.name} {name}: score")
             run = to_run(exact, ds.query_ids, index.doc_ids)
             row.update(score_run(run, ds.qrels))
@@ -141,7 +173,7 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
                 sidx = SeismicIndex.build(docs, SeismicConfig(), threads=threads)
                 arow["build_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                res = sidx.search(queries, kk, params)
+                res = sidx.search(queries, kk, SearchParams(threads=threads))
                 arow["search_s"] = time.perf_counter() - t0
                 arun = to_run(res, ds.query_ids, sidx.doc_ids)
                 arow.update(score_run(arun, ds.qrels), recall10_vs_exact=recall_at_k(exact, res, 10))
@@ -149,22 +181,24 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
         for kind, run in runs.items():
             r = row if kind in ("exact", "bm25s") else arow
             if out_dir is not None:
-                path = Path(out_dir) / f"{_safe(ds.name)}.{_safe(Path(system).name or system)}.{kind}.trec"
-                write_trec(run, path, tag=_safe(f"{Path(system).name}-{kind}"))
+                path = Path(out_dir) / f"{_safe(ds.name)}.{_safe(name)}.{kind}.trec"
+                write_trec(run, path, tag=_safe(f"{name}-{kind}"))
                 r["run_file"] = str(path)
             rows.append(r)
             log(format_row(r))
     return rows
 
 
-HEADER = (f"{'dataset':<12} {'system':<18} {'index':<7} {'nDCG@10':>7} {'MRR@10':>7} {'R@100':>6} {'R@1000':>6} "
+HEADER = (f"{'dataset':<12} {'system':<24} {'index':<7} {'nDCG@10':>7} {'MRR@10':>7} {'R@100':>6} {'R@1000':>6} "
           f"{'nnz/q':>6} {'nnz/d':>6} {'FLOPS':>7} {'enc s':>6}")
 
 
 def format_row(r: dict) -> str:
-    name = Path(r["system"]).name or r["system"]
+    from aftershock.eval.hybrid import name_of
+
+    name = name_of(r["system"])
     f = lambda key, fmt: format(r[key], fmt) if key in r else "-"  # noqa: E731
-    return (f"{r['dataset'][:12]:<12} {name[:18]:<18} {r['index']:<7} {r['nDCG@10']:>7.3f} {r['MRR@10']:>7.3f} "
+    return (f"{r['dataset'][:12]:<12} {name[:24]:<24} {r['index']:<7} {r['nDCG@10']:>7.3f} {r['MRR@10']:>7.3f} "
             f"{r['R@100']:>6.3f} {r['R@1000']:>6.3f} {f('nnz_per_query', '.1f'):>6} {f('nnz_per_doc', '.1f'):>6} "
             f"{f('flops', '.2f'):>7} {r.get('encode_docs_s', 0):>6.1f}")
 
@@ -176,7 +210,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "id; repeat or comma-separate for several")
     p.add_argument("--systems", required=True,
                    help="comma list: bm25, bm25s (the bm25s library as a peer), default (the shipped model), model "
-                        "directories, idf:DIR, binary:DIR; all are checked before the first one runs")
+                        "directories, idf:DIR, binary:DIR, and hybrids A+B[:convex[=W]|:rrf[=K]] (e.g. "
+                        "bm25+default, bm25+default:rrf; W = the weight of B); all are checked before the first "
+                        "one runs")
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--k", type=int, default=1000, help="results per query (default 1000, for R@1000)")
     p.add_argument("--approx", action="store_true", help="also search a Seismic index (default SeismicConfig)")

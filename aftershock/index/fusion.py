@@ -119,7 +119,7 @@ def _contributions(scores: np.ndarray, ids: np.ndarray, method: str, weight: flo
         span = hi - lo
         with np.errstate(invalid="ignore", divide="ignore"):
             norm = np.where(span > 0, (scores - lo) / np.where(span > 0, span, 1.0), 1.0)
-        return weight * norm
+        return weight * np.where(valid, norm, 0.0)
     rank = np.cumsum(valid, axis=1)  # 1-based position among the list's hits
     return weight / (rrf_k + rank)
 
