@@ -65,6 +65,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this CORS origin (repeatable)")
     sv.add_argument("--collection", default="default", help="name for the Qdrant/OpenSearch-style routes")
     sv.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    # hybrid search (issue 14): a BM25 index of --documents, fused per request with "hybrid": {...}
+    sv.add_argument("--hybrid", action="store_true", help="also build a BM25 index of the --documents texts at "
+                    "startup, so /search and /search/batch accept \"hybrid\": {method, weight, depth} (text queries)")
     sv.set_defaults(func=cmd_serve)
 
 
@@ -82,7 +85,7 @@ def cmd_serve(args) -> int:
     settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS + SERVE_TIMEOUTS},
                                threads=args.threads, batch_nice=args.batch_nice,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
-                               collection=args.collection)
+                               collection=args.collection, hybrid=args.hybrid)
     serve(args.index, model=args.model, documents=args.documents, host=args.host, port=args.port,
           workers=args.workers, settings=settings, access_log=args.access_log)
     return 0

@@ -277,9 +277,9 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                                                                             else "vector")
             metrics.queries.labels(form).inc()
 
-    def searched(queries, field, many, k, params, endpoint, deadline):
+    def searched(queries, field, many, k, params, endpoint, deadline, hybrid=None):
         """(result, encode s, search s) of ``queries`` (in a worker thread), metrics observed."""
-        res, enc_s, search_s = engine.run(queries, field, many, k, params, deadline)
+        res, enc_s, search_s = engine.run(queries, field, many, k, params, deadline, hybrid)
         if enc_s:
             metrics.encode.observe(enc_s)
         metrics.search.labels(endpoint).observe(search_s)
@@ -366,7 +366,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             k = engine.check_k(req.k)
             budget = [engine.check_response(1, k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline)
+            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline,
+                                             req.hybrid)
             hits = engine.hits_json(res.scores[0], res.ids[0], req.return_documents, budget, "k", deadline)
             return b'{"hits":' + hits + b',"timing":' + timing(t0, enc_s, search_s) + b"}"
 
@@ -382,7 +383,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             engine.check_batch(len(req.queries), "queries")
             budget = [engine.check_response(len(req.queries), k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline)
+            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline,
+                                             req.hybrid)
             parts = [b'{"results":[']
             for i in range(len(req.queries)):
                 parts.append((b'{"hits":' if i == 0 else b',{"hits":')

@@ -54,6 +54,19 @@ QueryIn = Annotated[Union[str, SparseQuery], Field(description="a text string (s
                                                                 "a SparseQuery object")]
 
 
+class HybridOptions(_Request):
+    """Fuse the learned index with the server's BM25 index (needs ``serve --hybrid``; text queries only)."""
+
+    method: Literal["convex", "rrf"] = Field("convex", description="convex: min-max normalised weighted sum; "
+                                                                   "rrf: reciprocal-rank fusion")
+    weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                 description="convex: the learned side's weight (BM25 gets 1 - weight); default "
+                                             "chosen on training dev data (/info hybrid.defaults)")
+    depth: int | None = Field(None, ge=1, le=INT32_MAX, description="hits per side that enter the fusion "
+                                                                    "(default 100, at least k)")
+    rrf_k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="rrf: rank offset (default 60)")
+
+
 class SearchOptions(_Request):
     k: int = Field(10, ge=1, description="results per query (at most the server's max_k, /info)")
     query_cut: int | None = Field(None, ge=1, le=INT32_MAX,
@@ -63,6 +76,7 @@ class SearchOptions(_Request):
                               description="k-NN graph neighbours rescored (index built with knn>0)")
     return_documents: bool = Field(False, description="attach each hit's stored vector (and text, when the "
                                                       "server was started with --documents)")
+    hybrid: HybridOptions | None = Field(None, description="fuse with BM25 (server started with --hybrid)")
 
 
 _VECTOR = {"indices": [2129, 3358, 4834], "values": [1.2, 0.8, 1.5]}  # "how", "wing", "flow" (BERT ids)
@@ -137,6 +151,7 @@ class InfoResponse(BaseModel):
     limits: dict
     encoder: str | None
     documents: int = Field(description="document texts loaded (--documents), 0 if none")
+    hybrid: dict | None = Field(None, description="the BM25 side of hybrid search (serve --hybrid), None if off")
 
 
 class HealthResponse(BaseModel):
