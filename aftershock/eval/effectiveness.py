@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aftershock.errors import ConfigError
+from aftershock.errors import ConfigError, FormatError
 from aftershock.eval.beir import Dataset, load_beir
 from aftershock.eval.metrics import recall_at_k
-from aftershock.index import SparseBatch
+from aftershock.index import SparseBatch, read_vectors, write_ids, write_vectors
 
 MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
 LABELS = {"nDCG@10": "nDCG@10", "RR@10": "MRR@10", "R@100": "R@100", "R@1000": "R@1000"}
@@ -88,8 +88,40 @@ def run_bm25s(ds: Dataset, k: int) -> dict:
     return {"run": run, "encode_s": enc_s, "search_s": search_s}
 
 
-def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, stage) -> tuple:
-    """Encode ``ds`` with ``system`` and search it exactly: (row, exact result, index, docs, queries)."""
+def _stored(vectors_dir, name: str, ds: Dataset, part: str, ids: list[str], dim: int):
+    """``vectors_dir/<name>/<dataset>.<part>.npz`` (+ ``.ids.txt``) as a batch in the order of ``ids``, or None
+    when absent; the stored ids must hold every one of ``ids`` (else the file is stale: FormatError)."""
+    if vectors_dir is None:
+        return None
+    path = Path(vectors_dir) / name / f"{ds.name}.{part}.npz"
+    id_path = path.with_name(f"{ds.name}.{part}.ids.txt")
+    if not (path.is_file() and id_path.is_file()):
+        return None
+    stored = read_vectors(path, ids=id_path, dim=dim, what=part)
+    where = {str(d): i for i, d in enumerate(stored.ids)}
+    missing = [d for d in ids if d not in where]
+    if missing:
+        raise FormatError(f"{path} lacks {len(missing)} of the dataset's {part} (e.g. {missing[0]!r}); it was made "
+                          "from another corpus: delete it or pass another --vectors-dir")
+    out = stored[np.array([where[d] for d in ids], np.int64)]
+    return out
+
+
+def _store(vectors_dir, name: str, ds: Dataset, docs: SparseBatch) -> None:
+    folder = Path(vectors_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{ds.name}.docs.tmp.npz"
+    write_vectors(docs, tmp, format="npz")
+    write_ids(docs.ids, folder / f"{ds.name}.docs.ids.txt")
+    tmp.replace(folder / f"{ds.name}.docs.npz")
+
+
+def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, stage, vectors_dir=None) -> tuple:
+    """Encode ``ds`` with ``system`` and search it exactly: (row, exact result, index, docs, queries).
+
+    ``vectors_dir``: document (and query) vectors of a model system are read from
+    ``vectors_dir/<model name>/<dataset>.{docs,queries}.npz`` + ``.ids.txt`` (the layout of
+    ../shared/vectors) when there, and encoded documents are written there for the next run."""
     from aftershock.lsr import BM25, load_encoder
     from aftershock.seismic import ExactIndex, SearchParams
 
@@ -97,15 +129,24 @@ def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, sta
     row = {"dataset": ds.name, "system": system, "index": "exact", "n_docs": len(ds.doc_ids),
            "n_queries": len(ds.query_ids)}
     enc = load_encoder(system, **(encoder_kwargs or {})) if system != "bm25" else BM25()
+    cache = None if isinstance(enc, BM25) else vectors_dir
     stage(f"{ds.name} {name}: encode {len(ds.doc_ids)} documents")
     t0 = time.perf_counter()
     if isinstance(enc, BM25):
         enc.fit(ds.doc_texts)
-    docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
+    docs = _stored(cache, name, ds, "docs", ds.doc_ids, enc.dim)
+    if docs is None:
+        docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
+        if cache is not None:
+            _store(cache, name, ds, docs)
+    else:
+        row["doc_vectors"] = str(Path(cache) / name)
     row["encode_docs_s"] = time.perf_counter() - t0
     stage(f"{ds.name} {name}: encode {len(ds.query_ids)} queries")
     t0 = time.perf_counter()
-    queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
+    queries = _stored(cache, name, ds, "queries", ds.query_ids, enc.dim)
+    if queries is None:
+        queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
     row["encode_queries_s"] = time.perf_counter() - t0
     row.update(dim=docs.dim, nnz_per_query=queries.nnz / max(len(queries), 1),
                nnz_per_doc=docs.nnz / max(len(docs), 1), flops=flops(queries, docs))
@@ -120,7 +161,7 @@ def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, sta
 
 def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = False, out_dir=None,
              encoder_kwargs: dict | None = None, threads: int | None = None, log=print,
-             stage=None) -> list[dict]:
+             stage=None, vectors_dir=None) -> list[dict]:
     """Evaluate each system on ``ds``; returns one row (dict) per system (and per index kind).
 
     A system ``A+B[:convex[=W]|:rrf[=K]]`` fuses A and B per query (`aftershock.eval.hybrid`); each
@@ -136,7 +177,7 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
 
     def component(system):
         if system not in done:
-            row, exact, *_ = _exact_system(ds, system, k, encoder_kwargs, threads, stage)
+            row, exact, *_ = _exact_system(ds, system, k, encoder_kwargs, threads, stage, vectors_dir)
             done[system] = (dict(row), exact)
         return done[system]
 
@@ -159,7 +200,8 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
             row.update(encode_docs_s=res["encode_s"], search_s=res["search_s"], **score_run(res["run"], ds.qrels))
             runs = {"bm25s": res["run"]}
         else:
-            row, exact, index, docs, queries = _exact_system(ds, system, k, encoder_kwargs, threads, stage)
+            row, exact, index, docs, queries = _exact_system(ds, system, k, encoder_kwargs, threads, stage,
+                                                             vectors_dir)
             done[system] = (dict(row), exact)
             kk = min(k, len(docs))
             stage(f"{ds.name} {name}: score")
@@ -226,6 +268,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--query-max-length", type=int, help="query max length in tokens (default: the model's)")
     p.add_argument("--doc-max-length", type=int, help="document max length in tokens (default: the model's)")
     p.add_argument("--threads", type=int, help="search threads (default: all cores)")
+    p.add_argument("--vectors-dir", help="read a model's document (and query) vectors from DIR/<model name>/"
+                   "<dataset>.{docs,queries}.npz + .ids.txt when there (the layout of ../shared/vectors), and write "
+                   "the documents it encodes there; one folder per model name")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines on stderr (by "
                    "default each stage is named as it starts and encoding shows a bar with a total and ETA)")
     return p
@@ -253,6 +298,7 @@ def main(argv=None, args=None) -> int:
         ds = load_beir(d, split=args.split)
         rows += evaluate(ds, systems, k=args.k, approx=args.approx, out_dir=args.output_dir, encoder_kwargs=kw,
                          threads=args.threads, log=lambda line: print(line, flush=True),
+                         vectors_dir=args.vectors_dir,
                          stage=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
     payload = json.dumps({"command": " ".join(sys.argv), "results": rows}, indent=2)
     for target in filter(None, [args.json, args.output_dir and str(Path(args.output_dir) / "results.json")]):

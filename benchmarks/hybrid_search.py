@@ -1,0 +1,120 @@
+"""Time hybrid search on real data (SciFact): µs per text query of BM25 alone, the learned model alone, the
+two run one after the other and fused (the sum), and `HybridSearcher` (both sides on parallel threads, one
+fusion). Every mode runs in the same process, interleaved over ``--rounds`` rounds (median kept), so the
+ratios survive a loaded machine.
+
+    python benchmarks/hybrid_search.py --data ../shared/data/scifact --model default --rounds 5 \
+        --json benchmarks/out/hybrid_search.json
+
+Two regimes: ``single`` (one query per call, one thread per search: a service answering one request) and
+``batch`` (all queries in one call, searches over all cores). Only query texts are used (no qrels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aftershock.eval.beir import load_beir  # noqa: E402
+from aftershock.index.fusion import FusionParams, HybridSearcher, fuse  # noqa: E402
+from aftershock.lsr import BM25, load_encoder  # noqa: E402
+from aftershock.seismic import ExactIndex, SearchParams  # noqa: E402
+
+
+def build(ds, model: str, log):
+    log(f"BM25 over {len(ds.doc_ids)} documents")
+    bm25 = BM25().fit(ds.doc_texts)
+    lex = ExactIndex.build(bm25.encode_documents(ds.doc_texts, ids=ds.doc_ids))
+    log(f"{model}: encode {len(ds.doc_ids)} documents (CPU)")
+    t0 = time.perf_counter()
+    enc = load_encoder(model, progress=False)
+    learned = ExactIndex.build(enc.encode_documents(ds.doc_texts, ids=ds.doc_ids))
+    log(f"  {time.perf_counter() - t0:.0f} s")
+    return (bm25, lex), (enc, learned)
+
+
+def one(system, texts, depth, params):
+    enc, idx = system
+    return idx.search(enc.encode_queries(texts), depth, params)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/scifact", help="a BEIR folder (default SciFact)")
+    p.add_argument("--model", default="default", help="the learned system (default: the shipped model)")
+    p.add_argument("--split", default="test", help="whose query texts to time (qrels are not used)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--depth", type=int, default=100, help="hits per side fused (default 100, the service default)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--max-queries", type=int, default=300)
+    p.add_argument("--max-docs", type=int, help="only the first N documents (a quick check)")
+    p.add_argument("--json", help="write the timings here")
+    args = p.parse_args(argv)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    ds = load_beir(args.data, split=args.split, max_docs=args.max_docs)
+    texts = ds.query_texts[: args.max_queries]
+    lex, lrn = build(ds, args.model, log)
+    fp = FusionParams(depth=args.depth)
+    hs = HybridSearcher([lex, lrn], fp, concurrent=True)
+    w = fp.weights(2)
+
+    single = SearchParams(threads=1)
+    modes = {
+        "single": {
+            "bm25": lambda: [one(lex, [t], args.depth, single) for t in texts],
+            "learned": lambda: [one(lrn, [t], args.depth, single) for t in texts],
+            "sequential+fuse": lambda: [fuse([one(lex, [t], args.depth, single), one(lrn, [t], args.depth, single)],
+                                             "convex", w, args.k) for t in texts],
+            "hybrid": lambda: [hs.search([t], args.k, single) for t in texts],
+        },
+        "batch": {
+            "bm25": lambda: one(lex, texts, args.depth, None),
+            "learned": lambda: one(lrn, texts, args.depth, None),
+            "sequential+fuse": lambda: fuse([one(lex, texts, args.depth, None), one(lrn, texts, args.depth, None)],
+                                            "convex", w, args.k),
+            "hybrid": lambda: hs.search(texts, args.k),
+        },
+    }
+    for regime in modes.values():  # warm-up: compile kernels, fill caches
+        for fn in regime.values():
+            fn()
+    # the hybrid answers are the sequential ones
+    a, b = modes["batch"]["sequential+fuse"](), modes["batch"]["hybrid"]()
+    assert np.array_equal(a.ids, b.ids), "HybridSearcher differs from fusing the two searches"
+    times = {r: {m: [] for m in ms} for r, ms in modes.items()}
+    for rnd in range(args.rounds):
+        for r, ms in modes.items():
+            for m, fn in ms.items():
+                t0 = time.perf_counter()
+                fn()
+                times[r][m].append((time.perf_counter() - t0) / len(texts) * 1e6)
+        log(f"round {rnd + 1}/{args.rounds}")
+    out = {"command": " ".join(sys.argv), "dataset": ds.name, "n_docs": len(ds.doc_ids), "n_queries": len(texts),
+           "k": args.k, "depth": args.depth, "model": args.model, "cpus": os.cpu_count(),
+           "load_avg": os.getloadavg(), "us_per_query": {}}
+    print(f"{'regime':<8} {'bm25':>9} {'learned':>9} {'sum':>9} {'seq+fuse':>9} {'hybrid':>9} {'hybrid/sum':>11}")
+    for r in modes:
+        med = {m: float(np.median(v)) for m, v in times[r].items()}
+        total = med["bm25"] + med["learned"]
+        med["sum"], med["ratio_hybrid_to_sum"] = total, med["hybrid"] / total
+        out["us_per_query"][r] = med
+        print(f"{r:<8} {med['bm25']:>9.0f} {med['learned']:>9.0f} {total:>9.0f} {med['sequential+fuse']:>9.0f} "
+              f"{med['hybrid']:>9.0f} {med['ratio_hybrid_to_sum']:>11.2f}")
+    print(f"µs per query, median of {args.rounds} rounds; {len(texts)} {ds.name} queries, {len(ds.doc_ids)} docs, "
+          f"k={args.k}, depth={args.depth}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    hs.close()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
