@@ -29,6 +29,7 @@ import numpy as np
 
 from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index.config import Config, check, is_int, is_real
+from aftershock.index.batch import SparseBatch
 from aftershock.index.result import SearchResult
 
 METHODS = ("convex", "rrf")
@@ -293,6 +294,69 @@ class HybridSearcher:
         depth = max(fp.depth, k)
         lists = self.search_each(texts, depth, params)
         return fuse(lists, fp.method, fp.weights(len(lists)), k, fp.rrf_k)
+
+
+def stack_columns(batches: Sequence) -> tuple:
+    """Batches of the same rows side by side: row r = batches[0][r] | batches[1][r] | ..., each batch's term ids
+    shifted by the dims before it. Returns (batch, offsets)."""
+    n = len(batches[0])
+    check(all(len(b) == n for b in batches), "stack_columns: every batch must hold the same rows")
+    offsets = np.cumsum([0] + [b.dim for b in batches])
+    lengths = sum(np.diff(b.indptr) for b in batches)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # rows interleaved batch after batch; within a row the shifted ids stay ascending
+    part = np.concatenate([np.repeat(np.arange(n), np.diff(b.indptr)) for b in batches])
+    which = np.concatenate([np.full(b.nnz, i) for i, b in enumerate(batches)])
+    order = np.lexsort((which, part))
+    indices = np.concatenate([b.indices.astype(np.int64) + o for b, o in zip(batches, offsets)])[order]
+    values = np.concatenate([b.values for b in batches])[order]
+    return SparseBatch._trusted(indptr, indices.astype(np.int32), values.astype(np.float32), batches[0].ids,
+                                int(offsets[-1])), offsets
+
+
+class StackedHybridSearcher(HybridSearcher):
+    """Hybrid search in one index: the systems' document vectors side by side (term ids of system i shifted
+    by the dims of the systems before it), so one search call answers every system at once: query q of
+    system i is row ``i * n + q`` of one query batch whose other columns are empty. With an exact index the
+    answers are those of separate indexes (each row touches only its own system's columns); the systems
+    share one validation, one kernel launch, one result. ``build``: docs -> index (e.g.
+    `aftershock.seismic.ExactIndex.build`); ``docs``: one `SparseBatch` per system, the same documents in
+    the same order. Same ``search`` / ``search_each`` as `HybridSearcher`."""
+
+    def __init__(self, encoders, docs, build, fusion: FusionParams | None = None):
+        check(len(encoders) == len(docs) >= 2, f"give one document batch per encoder, at least two systems (got "
+              f"{len(encoders)} encoders, {len(docs)} batches)")
+        first = [str(d) for d in docs[0].ids]
+        for i, b in enumerate(docs[1:], 1):
+            check([str(d) for d in b.ids] == first, f"docs[{i}] holds other documents or another order than docs[0]; "
+                  "encode the same documents in the same order for every system")
+        stacked, self.offsets = stack_columns(docs)
+        self.index = build(stacked)
+        self.encoders = list(encoders)
+        self.systems = [(e, self.index) for e in self.encoders]
+        self.fusion = fusion or FusionParams()
+        self.doc_ids = self.index.doc_ids
+        self.concurrent, self._pool, self.last_stats = False, None, {}
+
+    def search_each(self, texts, depth: int | None = None, params=None) -> list[SearchResult]:
+        import time
+
+        texts = list(texts)
+        depth = self.fusion.depth if depth is None else depth
+        check(is_int(depth, 1), f"depth={depth!r} must be an integer >= 1")
+        t0 = time.perf_counter()
+        n, dim = len(texts), int(self.offsets[-1])
+        parts = []
+        for enc, off in zip(self.encoders, self.offsets):
+            q = enc.encode_queries(texts)
+            parts.append(SparseBatch._trusted(q.indptr, (q.indices.astype(np.int64) + off).astype(np.int32),
+                                              q.values.astype(np.float32, copy=False), q.ids, dim))
+        t1 = time.perf_counter()
+        res = self.index.search(SparseBatch.concat(parts), min(depth, len(self.doc_ids)), params)
+        self.last_stats = {"encode_s": [t1 - t0], "search_s": [time.perf_counter() - t1]}
+        return [SearchResult(res.scores[i * n:(i + 1) * n], res.ids[i * n:(i + 1) * n])
+                for i in range(len(self.encoders))]
 
 
 def parse_fusion(spec: str) -> FusionParams:

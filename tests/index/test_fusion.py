@@ -8,7 +8,8 @@ import pytest
 
 from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index import SearchResult
-from aftershock.index.fusion import FusionParams, HybridSearcher, fuse, parse_fusion, remap, row_map
+from aftershock.index.fusion import (FusionParams, HybridSearcher, StackedHybridSearcher, fuse, parse_fusion, remap,
+                                     row_map)
 
 NEG = -np.inf
 
@@ -208,3 +209,26 @@ def test_batch_path_equals_the_small_path(method):
         one = fuse([R(r.scores[q:q + 1], r.ids[q:q + 1]) for r in lists], method, None, k=6)
         np.testing.assert_array_equal(one.ids[0], big.ids[q])
         np.testing.assert_array_equal(one.scores[0], big.scores[q])
+
+
+def test_stacked_searcher_equals_separate_indexes():
+    pytest.importorskip("Stemmer")
+    from aftershock.lsr import BM25
+    from aftershock.seismic import ExactIndex
+
+    ids = [f"d{i}" for i in range(len(DOCS))]
+    encs = [BM25().fit(DOCS), BM25(k1=0.9, b=0.4, stemmer=None).fit(DOCS)]
+    docs = [e.encode_documents(DOCS, ids=ids) for e in encs]
+    sep = HybridSearcher([(e, ExactIndex.build(d)) for e, d in zip(encs, docs)], FusionParams(depth=4),
+                         concurrent=False)
+    st = StackedHybridSearcher(encs, docs, ExactIndex.build, FusionParams(depth=4))
+    assert st.index.dim == docs[0].dim + docs[1].dim and list(st.doc_ids) == ids
+    queries = ["wing flow cats", "garden", "zzz"]
+    for a, b in zip(sep.search_each(queries, 4), st.search_each(queries, 4)):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    for method in ("convex", "rrf"):
+        np.testing.assert_array_equal(sep.search(queries, 3, method=method).ids,
+                                      st.search(queries, 3, method=method).ids)
+    with pytest.raises(ConfigError, match="same documents"):
+        StackedHybridSearcher(encs, [docs[0], docs[1][[1, 0, 2, 3, 4]]], ExactIndex.build)
