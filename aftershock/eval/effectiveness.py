@@ -88,7 +88,7 @@ def run_bm25s(ds: Dataset, k: int) -> dict:
     return {"run": run, "encode_s": enc_s, "search_s": search_s}
 
 
-def _stored(vectors_dir, name: str, ds: Dataset, part: str, ids: list[str], dim: int):
+def read_stored(vectors_dir, name: str, ds: Dataset, part: str, ids: list[str], dim: int):
     """``vectors_dir/<name>/<dataset>.<part>.npz`` (+ ``.ids.txt``) as a batch in the order of ``ids``, or None
     when absent; the stored ids must hold every one of ``ids`` (else the file is stale: FormatError)."""
     if vectors_dir is None:
@@ -107,7 +107,7 @@ def _stored(vectors_dir, name: str, ds: Dataset, part: str, ids: list[str], dim:
     return out
 
 
-def _store(vectors_dir, name: str, ds: Dataset, docs: SparseBatch) -> None:
+def write_stored(vectors_dir, name: str, ds: Dataset, docs: SparseBatch) -> None:
     folder = Path(vectors_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{ds.name}.docs.tmp.npz"
@@ -134,17 +134,17 @@ def _exact_system(ds: Dataset, system: str, k: int, encoder_kwargs, threads, sta
     t0 = time.perf_counter()
     if isinstance(enc, BM25):
         enc.fit(ds.doc_texts)
-    docs = _stored(cache, name, ds, "docs", ds.doc_ids, enc.dim)
+    docs = read_stored(cache, name, ds, "docs", ds.doc_ids, enc.dim)
     if docs is None:
         docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
         if cache is not None:
-            _store(cache, name, ds, docs)
+            write_stored(cache, name, ds, docs)
     else:
         row["doc_vectors"] = str(Path(cache) / name)
     row["encode_docs_s"] = time.perf_counter() - t0
     stage(f"{ds.name} {name}: encode {len(ds.query_ids)} queries")
     t0 = time.perf_counter()
-    queries = _stored(cache, name, ds, "queries", ds.query_ids, enc.dim)
+    queries = read_stored(cache, name, ds, "queries", ds.query_ids, enc.dim)
     if queries is None:
         queries = enc.encode_queries(ds.query_texts, ids=ds.query_ids)
     row["encode_queries_s"] = time.perf_counter() - t0

@@ -61,3 +61,26 @@ def test_eval_cli_checks_hybrid_components_first(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["eval", "--dataset", str(tmp_path), "--systems", "bm25+default:convex=2"]) == 2
     assert "convex=W" in capsys.readouterr().err
+
+
+@needs_data
+def test_vectors_dir_stores_then_reuses_document_vectors(tmp_path):
+    pytest.importorskip("ir_measures")
+    from aftershock.errors import FormatError
+    from aftershock.eval.beir import load_beir
+    from aftershock.eval.effectiveness import evaluate
+    from aftershock.index import read_ids, write_ids
+
+    ds = load_beir(DATA / "adi")
+    system = f"binary:{MODEL}"
+    name = Path(system).name
+    first = evaluate(ds, [system, "bm25"], k=50, log=lambda s: None, vectors_dir=tmp_path)
+    stored = tmp_path / name / f"{ds.name}.docs.npz"
+    assert stored.is_file() and read_ids(stored.with_name(f"{ds.name}.docs.ids.txt")) == ds.doc_ids
+    assert not (tmp_path / "bm25").exists()  # BM25 is cheap: never stored
+    again = evaluate(ds, [system], k=50, log=lambda s: None, vectors_dir=tmp_path)[0]
+    assert again["doc_vectors"] == str(tmp_path / name) and "doc_vectors" not in first[0]
+    assert again["nDCG@10"] == first[0]["nDCG@10"] and again["R@100"] == first[0]["R@100"]
+    write_ids(["x"] + ds.doc_ids[1:], stored.with_name(f"{ds.name}.docs.ids.txt"))  # another corpus
+    with pytest.raises(FormatError, match="lacks 1"):
+        evaluate(ds, [system], k=50, log=lambda s: None, vectors_dir=tmp_path)
