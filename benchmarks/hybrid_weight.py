@@ -69,11 +69,11 @@ def per_query(run, qrels) -> dict:
     return {r.query_id: r.value for r in ir_measures.iter_calc([m], qrels, run)}
 
 
-def sweep(ds: Dataset, model: str, depth: int, log) -> dict:
+def sweep(ds: Dataset, model: str, depth: int, log, vectors_dir=None) -> dict:
     """Per-query nDCG@10 of bm25, the model, each convex weight and RRF on ``ds``."""
     stage = lambda line: log(f"  {line}")  # noqa: E731
     lex = _exact_system(ds, "bm25", depth, None, None, stage)[1]
-    lrn = _exact_system(ds, model, depth, {"progress": False}, None, stage)[1]
+    lrn = _exact_system(ds, model, depth, {"progress": False}, None, stage, vectors_dir)[1]
     k = min(depth, len(ds.doc_ids))
     out = {"queries": ds.query_ids, "bm25": per_query(to_run(lex, ds.query_ids, ds.doc_ids), ds.qrels),
            "model": per_query(to_run(lrn, ds.query_ids, ds.doc_ids), ds.qrels)}
@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="../shared/data", help="the shared BEIR folders (scifact/ with qrels/train.tsv)")
     p.add_argument("--model", default="default", help="the learned system (default: the shipped model)")
     p.add_argument("--depth", type=int, default=1000, help="hits per system fused (default 1000, as aftershock eval)")
+    p.add_argument("--sets", default="scifact-train,title-dev", help="dev sets to sweep (default both)")
+    p.add_argument("--vectors-dir", help="document vectors stored by `aftershock eval --vectors-dir` (read, and "
+                   "written when absent)")
     p.add_argument("--json", help="write the sweep here")
     args = p.parse_args(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -96,13 +99,15 @@ def main(argv=None) -> int:
     data = Path(args.data)
     scores = {}  # set name -> method -> mean nDCG@10
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {"scifact-train": [load_beir(data / "scifact", split="train")],
-                "title-dev": title_dev_sets(data, Path(tmp))}
+        wanted = [s.strip() for s in args.sets.split(",") if s.strip()]
+        make = {"scifact-train": lambda: [load_beir(data / "scifact", split="train")],
+                "title-dev": lambda: title_dev_sets(data, Path(tmp))}
+        sets = {name: make[name]() for name in wanted}
         for name, parts in sets.items():
             pooled = defaultdict(list)
             for ds in parts:
                 log(f"{ds.name}: {len(ds.query_ids)} queries over {len(ds.doc_ids)} documents")
-                res = sweep(ds, args.model, args.depth, log)
+                res = sweep(ds, args.model, args.depth, log, args.vectors_dir)
                 for method, per_q in res.items():
                     if method != "queries":
                         pooled[method] += [per_q.get(q, 0.0) for q in res["queries"]]
