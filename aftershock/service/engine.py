@@ -326,7 +326,7 @@ class SearchEngine:
         if hybrid is not None:
             from aftershock.service.hybrid import run_hybrid
 
-            return run_hybrid(self, queries, field, many, k, params, hybrid, deadline)
+            return run_hybrid(self, queries, field, many, k, params, hybrid, deadline, ApiError)
         batch, enc_s = self.to_batch(queries, field, many)
         self.check_deadline(deadline)
         t0 = time.perf_counter()

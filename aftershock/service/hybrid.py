@@ -58,46 +58,41 @@ class LexicalSide:
                 "defaults": FusionParams().to_dict()}
 
 
-def _api_error(*args, **kw):
-    from aftershock.service.engine import ApiError
-
-    return ApiError(*args, **kw)
-
-
-def _texts(queries, field: str, many: bool) -> list[str]:
+def _texts(queries, field: str, many: bool, api_error) -> list[str]:
     out = []
     for i, q in enumerate(queries):
         text = q if isinstance(q, str) else q.text
         if text is None:
             name = f"{field}[{i}]" if many else field
-            raise _api_error(422, "hybrid_needs_text", f"{name}: hybrid search fuses BM25 with the learned index and "
+            raise api_error(422, "hybrid_needs_text", f"{name}: hybrid search fuses BM25 with the learned index and "
                              "BM25 needs the query's words; send a text query (or drop 'hybrid')", name)
         out.append(text)
     return out
 
 
-def fusion_params(opts, max_k: int) -> FusionParams:
+def fusion_params(opts, max_k: int, api_error) -> FusionParams:
     """The request's ``hybrid`` object -> `FusionParams` (None fields keep the defaults); 422 on a bad value."""
     try:
         fp = FusionParams().with_(method=opts.method, weight=opts.weight, depth=opts.depth, rrf_k=opts.rrf_k)
     except ConfigError as e:
-        raise _api_error(422, "invalid_parameter", str(e), "hybrid") from None
+        raise api_error(422, "invalid_parameter", str(e), "hybrid") from None
     if fp.depth > max_k:
-        raise _api_error(422, "limit_exceeded", f"hybrid.depth={fp.depth} exceeds this server's max_k={max_k}; "
+        raise api_error(422, "limit_exceeded", f"hybrid.depth={fp.depth} exceeds this server's max_k={max_k}; "
                          f"fuse at most {max_k} hits per side", "hybrid.depth")
     return fp
 
 
-def run_hybrid(engine, queries, field: str, many: bool, k: int, params, opts, deadline=None
+def run_hybrid(engine, queries, field: str, many: bool, k: int, params, opts, deadline, api_error
                ) -> tuple[SearchResult, float, float]:
     """Fused top ``k`` of text ``queries``: (result in the served index's rows, encode s, search s); the search
-    seconds cover both sides (run side by side), the lexical encoding and the fusion."""
+    seconds cover both sides (run side by side), the lexical encoding and the fusion. ``api_error``: the
+    engine's `ApiError` class (passed in: this module does not import the engine)."""
     side = engine.hybrid
     if side is None:
-        raise _api_error(422, "no_hybrid", "this server has no lexical (BM25) index for hybrid search; start it with "
+        raise api_error(422, "no_hybrid", "this server has no lexical (BM25) index for hybrid search; start it with "
                          "--hybrid --documents FILE, or drop 'hybrid' from the request", "hybrid")
-    fp = fusion_params(opts, engine.settings.max_k)
-    texts = _texts(queries, field, many)
+    fp = fusion_params(opts, engine.settings.max_k, api_error)
+    texts = _texts(queries, field, many, api_error)
     depth = max(fp.depth, k)
     t0 = time.perf_counter()
     lexical = side.pool.submit(side.search, texts, depth, params)
@@ -108,5 +103,5 @@ def run_hybrid(engine, queries, field: str, many: bool, k: int, params, opts, de
     try:
         fused = fuse([lex, learned], fp.method, fp.weights(2), k, fp.rrf_k)
     except AftershockError as e:
-        raise _api_error(422, "invalid_parameter", str(e), "hybrid") from None
+        raise api_error(422, "invalid_parameter", str(e), "hybrid") from None
     return fused, enc_s, time.perf_counter() - t0 - enc_s
