@@ -30,7 +30,7 @@ from aftershock.lsr import BM25, load_encoder  # noqa: E402
 from aftershock.seismic import ExactIndex, SearchParams  # noqa: E402
 
 
-def build(ds, model: str, vectors_dir, log):
+def build(ds, model: str, vectors_dir, log, query_model=None):
     log(f"BM25 over {len(ds.doc_ids)} documents")
     bm25 = BM25().fit(ds.doc_texts)
     lex_docs = bm25.encode_documents(ds.doc_texts, ids=ds.doc_ids)
@@ -42,6 +42,12 @@ def build(ds, model: str, vectors_dir, log):
         docs = enc.encode_documents(ds.doc_texts, ids=ds.doc_ids)
         if vectors_dir:
             write_stored(vectors_dir, name, ds, docs)
+    if query_model:
+        from aftershock.lsr import load_query_encoder
+
+        enc = load_query_encoder(query_model)
+        if enc.dim != docs.dim:
+            raise SystemExit(f"--query-model {query_model} has dim {enc.dim}, the documents {docs.dim}")
     return (bm25, lex_docs), (enc, docs)
 
 
@@ -54,6 +60,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data/scifact", help="a BEIR folder (default SciFact)")
     p.add_argument("--model", default="default", help="the learned system (default: the shipped model)")
+    p.add_argument("--query-model", help="encode the queries with this model's query side instead (e.g. "
+                   "'default', inference-free, over --model's document vectors of the same vocabulary)")
     p.add_argument("--split", default="test", help="whose query texts to time (qrels are not used)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--depth", type=int, default=100, help="hits per side fused (default 100, the service default)")
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     ds = load_beir(args.data, split=args.split, max_docs=args.max_docs)
     texts = ds.query_texts[: args.max_queries]
-    (bm25, lex_docs), (enc, docs) = build(ds, args.model, args.vectors_dir, log)
+    (bm25, lex_docs), (enc, docs) = build(ds, args.model, args.vectors_dir, log, args.query_model)
     lex, lrn = (bm25, ExactIndex.build(lex_docs)), (enc, ExactIndex.build(docs))
     fp = FusionParams(depth=args.depth)
     hs = HybridSearcher([lex, lrn], fp, concurrent=True)
@@ -109,7 +117,8 @@ def main(argv=None) -> int:
                 times[r][m].append((time.perf_counter() - t0) / len(texts) * 1e6)
         log(f"round {rnd + 1}/{args.rounds}")
     out = {"command": " ".join(sys.argv), "dataset": ds.name, "n_docs": len(ds.doc_ids), "n_queries": len(texts),
-           "k": args.k, "depth": args.depth, "model": args.model, "cpus": os.cpu_count(),
+           "k": args.k, "depth": args.depth, "model": args.model, "query_model": args.query_model,
+           "cpus": os.cpu_count(),
            "load_avg": os.getloadavg(), "us_per_query": {}}
     print(f"{'regime':<8} {'bm25':>8} {'learned':>8} {'sum':>8} {'seq+fuse':>9} {'threads':>8} {'stacked':>8} "
           f"{'threads/sum':>12} {'stacked/sum':>12}")

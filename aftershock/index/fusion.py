@@ -142,20 +142,23 @@ def fuse(results: Sequence, method: str = "convex", weights=None, k: int = 10, r
     keys, contrib = [], []
     for i, ((scores, ids), wi) in enumerate(zip(lists, w)):
         valid = ids >= 0
-        key = (np.nonzero(valid)[0] * n_rows + ids[valid])
-        if np.unique(key).size != key.size:
+        srt = np.sort(ids, axis=1)
+        if ((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any():
             raise ConfigError(f"results[{i}] lists a row twice for one query; each list must hold distinct rows")
-        keys.append(key)
+        keys.append(np.nonzero(valid)[0] * n_rows + ids[valid])
         contrib.append(_contributions(scores, ids, method, float(wi), float(rrf_k))[valid])
     out_s = np.full((nq, k), -np.inf, np.float32)
     out_i = np.full((nq, k), -1, np.int64)
-    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    all_keys = np.concatenate(keys)
     if all_keys.size == 0:
         return SearchResult(out_s, out_i)
-    uniq, inv = np.unique(all_keys, return_inverse=True)
-    fused = np.bincount(inv.ravel(), weights=np.concatenate(contrib), minlength=uniq.size)
+    # group equal (query, row) keys; a stable sort keeps system order, so sums run as in _fuse_small
+    order = np.argsort(all_keys, kind="stable")
+    sk, sc = all_keys[order], np.concatenate(contrib)[order]
+    first = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    uniq, fused = sk[first], np.add.reduceat(sc, first)
     q, rows = uniq // n_rows, uniq % n_rows
-    order = np.lexsort((rows, -fused, q))  # by query, then score descending, then row ascending
+    order = np.lexsort((-fused, q))  # by query, then score descending; stable: ties keep rows ascending
     q, rows, fused = q[order], rows[order], fused[order]
     starts = np.zeros(nq + 1, np.int64)
     np.cumsum(np.bincount(q, minlength=nq), out=starts[1:])
