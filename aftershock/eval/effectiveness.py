@@ -231,7 +231,7 @@ def evaluate(ds: Dataset, systems: list[str], k: int = 1000, approx: bool = Fals
     return rows
 
 
-HEADER = (f"{'dataset':<12} {'system':<24} {'index':<7} {'nDCG@10':>7} {'MRR@10':>7} {'R@100':>6} {'R@1000':>6} "
+HEADER = (f"{'dataset':<12} {'system':<28} {'index':<7} {'nDCG@10':>7} {'MRR@10':>7} {'R@100':>6} {'R@1000':>6} "
           f"{'nnz/q':>6} {'nnz/d':>6} {'FLOPS':>7} {'enc s':>6}")
 
 
@@ -240,7 +240,7 @@ def format_row(r: dict) -> str:
 
     name = name_of(r["system"])
     f = lambda key, fmt: format(r[key], fmt) if key in r else "-"  # noqa: E731
-    return (f"{r['dataset'][:12]:<12} {name[:24]:<24} {r['index']:<7} {r['nDCG@10']:>7.3f} {r['MRR@10']:>7.3f} "
+    return (f"{r['dataset'][:12]:<12} {name[:28]:<28} {r['index']:<7} {r['nDCG@10']:>7.3f} {r['MRR@10']:>7.3f} "
             f"{r['R@100']:>6.3f} {r['R@1000']:>6.3f} {f('nnz_per_query', '.1f'):>6} {f('nnz_per_doc', '.1f'):>6} "
             f"{f('flops', '.2f'):>7} {r.get('encode_docs_s', 0):>6.1f}")
 
