@@ -174,32 +174,35 @@ SMALL_BATCH = 8  # up to this many queries, plain Python beats numpy's per-call 
 
 
 def _fuse_small(lists, method: str, w: list, k: int, rrf_k: float) -> SearchResult:
-    """`fuse` for a few queries: one dict per query; contributions are added in the same order as the numpy
-    path (system by system), so both give bit-identical scores."""
+    """`fuse` for a few queries: contributions computed per list with numpy, summed in one dict per query in
+    the same order as the numpy path (system by system), so both give bit-identical scores."""
+    import heapq
+
     nq = len(lists[0][1])
     out_s = np.full((nq, k), -np.inf, np.float32)
     out_i = np.full((nq, k), -1, np.int64)
     for q in range(nq):
         acc: dict[int, float] = {}
         for i, ((scores, ids), wi) in enumerate(zip(lists, w)):
-            hits = [(r, s) for r, s in zip(ids[q].tolist(), scores[q].tolist()) if r >= 0]
-            if len({r for r, _ in hits}) != len(hits):
-                raise ConfigError(f"results[{i}] lists a row twice for one query; each list must hold distinct rows")
-            if not hits:
+            valid = ids[q] >= 0
+            rows, sc = ids[q][valid], scores[q][valid]
+            if not rows.size:
                 continue
+            rows = rows.tolist()
+            if len(set(rows)) != len(rows):
+                raise ConfigError(f"results[{i}] lists a row twice for one query; each list must hold distinct rows")
             if method == "convex":
-                vals = [s for _, s in hits]
-                lo, hi = min(vals), max(vals)
-                span = hi - lo
-                for r, s in hits:
-                    acc[r] = acc.get(r, 0.0) + wi * ((s - lo) / span if span > 0 else 1.0)
+                lo, hi = sc.min(), sc.max()
+                c = wi * ((sc - lo) / (hi - lo)) if hi > lo else np.full(len(rows), wi)
             else:
-                for rank, (r, _) in enumerate(hits, 1):
-                    acc[r] = acc.get(r, 0.0) + wi / (rrf_k + rank)
-        best = sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+                c = wi / (rrf_k + np.arange(1, len(rows) + 1))
+            get = acc.get
+            for r, x in zip(rows, c.tolist()):
+                acc[r] = get(r, 0.0) + x
+        best = heapq.nsmallest(k, acc.items(), key=lambda kv: (-kv[1], kv[0]))
         if best:
             out_i[q, :len(best)] = [r for r, _ in best]
-            out_s[q, :len(best)] = [s for _, s in best]
+            out_s[q, :len(best)] = [x for _, x in best]
     return SearchResult(out_s, out_i)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index import SearchResult
-from aftershock.index.fusion import (FusionParams, HybridSearcher, StackedHybridSearcher, fuse, parse_fusion, remap,
+from aftershock.index.fusion import (DEFAULT_WEIGHT, FusionParams, HybridSearcher, StackedHybridSearcher, fuse, parse_fusion, remap,
                                      row_map)
 
 NEG = -np.inf
@@ -119,7 +119,7 @@ def test_bad_inputs():
 
 
 def test_fusion_params_and_parse():
-    assert FusionParams().weights() == (0.5, 0.5)
+    assert FusionParams().weights() == (1 - DEFAULT_WEIGHT, DEFAULT_WEIGHT)
     assert FusionParams(weight=0.3).weights() == (0.7, 0.3)
     assert FusionParams(method="rrf").weights(3) == (1.0, 1.0, 1.0)
     assert parse_fusion("convex=0.25") == FusionParams(weight=0.25)
