@@ -43,7 +43,7 @@ def test_eval_fuses_components_encoded_once(capsys):
     assert [r["system"] for r in rows][:2] == ["bm25", f"bm25+{b}"] and len(rows) == 5
     assert sum("bm25: encode" in s and "documents" in s for s in stages) == 1
     assert sum(f"{Path(b).name}: encode" in s and "documents" in s for s in stages) == 1  # not listed alone
-    bm25, convex, rrf, only_b, only_bm25 = rows
+    bm25, convex, rrf, _only_b, only_bm25 = rows
     assert convex["fusion"] == {"method": "convex", "weight": DEFAULT_WEIGHT, "depth": min(100, len(ds.doc_ids)),
                                  "rrf_k": 60}
     assert rrf["fusion"]["method"] == "rrf"

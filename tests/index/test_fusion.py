@@ -8,8 +8,8 @@ import pytest
 
 from aftershock.errors import ConfigError, InvalidVectorError
 from aftershock.index import SearchResult
-from aftershock.index.fusion import (DEFAULT_WEIGHT, FusionParams, HybridSearcher, StackedHybridSearcher, fuse, parse_fusion, remap,
-                                     row_map)
+from aftershock.index.fusion import (DEFAULT_WEIGHT, FusionParams, HybridSearcher, StackedHybridSearcher, fuse,
+                                     parse_fusion, remap, row_map)
 
 NEG = -np.inf
 
