@@ -19,8 +19,13 @@ def check_systems(text: str) -> None:
     from pathlib import Path
 
     from aftershock.errors import ConfigError
+    from aftershock.eval.hybrid import parse_hybrid
 
+    names = []
     for s in (x.strip() for x in str(text).split(",")):
+        parts = parse_hybrid(s) if s else None  # A+B[:method]: check both components
+        names += list(parts[:2]) if parts else [s]
+    for s in names:
         if not s or s.lower() in ("bm25", "bm25s", "default"):
             continue
         path = s.split(":", 1)[1] if s.lower().startswith(("idf:", "binary:")) else s

@@ -72,6 +72,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("--name", default="default", help="the collection/index name in the Qdrant/OpenSearch-style "
                     "routes (/collections/NAME/..., /NAME/_search; default: default)")
     sv.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    # hybrid search (issue 14): a BM25 index of --documents, fused per request with "hybrid": {...}
+    sv.add_argument("--hybrid", action="store_true", help="also build a BM25 index of the --documents texts at "
+                    "startup, so /search and /search/batch accept \"hybrid\": {method, weight, depth} (text queries)")
     sv.set_defaults(func=cmd_serve)
     # --- cluster serving on Ray Serve: --cluster / --ray / --replicas (aftershock.cli.cluster) ---
     from aftershock.cli.cluster import add_serve_flags
@@ -100,7 +103,7 @@ def cmd_serve(args) -> int:
     settings = ServiceSettings(**{f: getattr(args, f) for _, f, _ in SERVE_LIMITS + SERVE_TIMEOUTS},
                                threads=args.threads, batch_nice=args.batch_nice,
                                api_key=key, api_key_header=args.api_key_header, cors_origins=tuple(args.cors_origin),
-                               collection=args.name)
+                               collection=args.name, hybrid=args.hybrid)
     if args.collection is not None:
         from aftershock.cli.collection import is_collection
         from aftershock.service.server import serve_collection
@@ -111,6 +114,9 @@ def cmd_serve(args) -> int:
                               "name, formerly --collection NAME, is --name NAME)")
         if args.documents:
             raise ConfigError("--documents goes with --index; a collection keeps its documents' payloads itself")
+        if args.hybrid:
+            raise ConfigError("--hybrid goes with --index and --documents (BM25 is built over those texts); a "
+                              "collection has no hybrid search yet")
         serve_collection(args.collection, model=args.model, host=args.host, port=args.port, workers=args.workers,
                          settings=settings, access_log=args.access_log)
         return 0

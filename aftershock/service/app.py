@@ -285,12 +285,20 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
                                                                             else "vector")
             metrics.queries.labels(form).inc()
 
-    def searched(queries, field, many, k, params, endpoint, deadline, filt=None):
+    def searched(queries, field, many, k, params, endpoint, deadline, filt=None, hybrid=None):
         """(result, encode s, search s) of ``queries`` (in a worker thread), metrics observed."""
         if filt is not None and not getattr(engine, "filterable", False):
             raise ApiError(422, "no_metadata", "filter needs a collection (aftershock serve --collection DIR); an "
                            "index stores no metadata: drop the filter", "filter")
+        if hybrid is not None and not hasattr(engine, "hybrid"):
+            raise ApiError(422, "no_hybrid", "hybrid search needs an index served with --hybrid --documents; a "
+                           "collection has none: drop \"hybrid\"", "hybrid")
+        if hybrid is not None and filt is not None:
+            raise ApiError(422, "hybrid_with_filter", "hybrid search takes no filter (the BM25 side has no metadata): "
+                           "drop one of the two", "hybrid")
         extra = {"filt": filt} if filt is not None else {}
+        if hybrid is not None:
+            extra["hybrid"] = hybrid
         res, enc_s, search_s = engine.run(queries, field, many, k, params, deadline, **extra)
         if enc_s:
             metrics.encode.observe(enc_s)
@@ -378,7 +386,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             k = engine.check_k(req.k)
             budget = [engine.check_response(1, k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline, req.filter)
+            res, enc_s, search_s = searched([req.query], "query", False, k, params, "search", deadline, req.filter,
+                                             req.hybrid)
             hits = engine.hits_json(res.scores[0], res.ids[0], req.return_documents, budget, "k", deadline)
             return b'{"hits":' + hits + b',"timing":' + timing(t0, enc_s, search_s) + b"}"
 
@@ -394,7 +403,8 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
             engine.check_batch(len(req.queries), "queries")
             budget = [engine.check_response(len(req.queries), k, req.return_documents)]
             params = engine.params(req.query_cut, req.heap_factor, req.n_knn)
-            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline, req.filter)
+            res, enc_s, search_s = searched(req.queries, "queries", True, k, params, "batch", deadline, req.filter,
+                                             req.hybrid)
             parts = [b'{"results":[']
             for i in range(len(req.queries)):
                 parts.append((b'{"hits":' if i == 0 else b',{"hits":')

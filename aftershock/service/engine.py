@@ -136,6 +136,11 @@ class SearchEngine:
         self._doc_bytes: float | None = None  # mean document JSON size (sampled on first use)
         sample = self.doc_ids[:: max(1, self.n_docs // 1000)]
         self._id_bytes = (sum(len(d.encode("utf-8", "replace")) for d in sample) / max(1, len(sample))) + 2
+        self.hybrid = None  # the BM25 side of hybrid search (aftershock.service.hybrid), with settings.hybrid
+        if self.settings.hybrid:
+            from aftershock.service.hybrid import LexicalSide
+
+            self.hybrid = LexicalSide(self.doc_ids, self.documents, self.settings.threads)
 
     # ------------------------------------------------------------------ lifecycle
     def warmup(self) -> None:
@@ -314,9 +319,14 @@ class SearchEngine:
             raise deadline_exceeded(self.settings.request_timeout)
 
     def run(self, queries: Sequence, field: str, many: bool, k: int, params: SearchParams,
-            deadline: float | None = None) -> tuple[SearchResult, float, float]:
+            deadline: float | None = None, hybrid=None) -> tuple[SearchResult, float, float]:
         """Validate/encode ``queries``, search them; returns (result, encode seconds, search seconds). A query
-        whose weights are all zero matches nothing: its row comes back empty."""
+        whose weights are all zero matches nothing: its row comes back empty. ``hybrid`` (a request's
+        `HybridOptions`): fuse with BM25 (`aftershock.service.hybrid`)."""
+        if hybrid is not None:
+            from aftershock.service.hybrid import run_hybrid
+
+            return run_hybrid(self, queries, field, many, k, params, hybrid, deadline, ApiError)
         batch, enc_s = self.to_batch(queries, field, many)
         self.check_deadline(deadline)
         t0 = time.perf_counter()
@@ -398,4 +408,5 @@ class SearchEngine:
                                                               "body_timeout", "batch_slots")},
             "encoder": None if enc is None else str(getattr(enc, "name", None) or type(enc).__name__),
             "documents": len(self.documents),
+            "hybrid": None if self.hybrid is None else self.hybrid.info(),
         }

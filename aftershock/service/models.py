@@ -58,6 +58,19 @@ FILTER_HELP = ("Qdrant-shaped metadata filter (must / should / must_not; match, 
                "collection (serve --collection) has metadata")
 
 
+class HybridOptions(_Request):
+    """Fuse the learned index with the server's BM25 index (needs ``serve --hybrid``; text queries only)."""
+
+    method: Literal["convex", "rrf"] = Field("convex", description="convex: min-max normalised weighted sum; "
+                                                                   "rrf: reciprocal-rank fusion")
+    weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                 description="convex: the learned side's weight (BM25 gets 1 - weight); default "
+                                             "chosen on training dev data (/info hybrid.defaults)")
+    depth: int | None = Field(None, ge=1, le=INT32_MAX, description="hits per side that enter the fusion "
+                                                                    "(default 100, at least k)")
+    rrf_k: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="rrf: rank offset (default 60)")
+
+
 class SearchOptions(_Request):
     k: int = Field(10, ge=1, description="results per query (at most the server's max_k, /info)")
     query_cut: int | None = Field(None, ge=1, le=INT32_MAX,
@@ -68,6 +81,7 @@ class SearchOptions(_Request):
     return_documents: bool = Field(False, description="attach each hit's stored vector (and text, when the "
                                                       "server was started with --documents)")
     filter: dict | None = Field(None, description=FILTER_HELP)
+    hybrid: HybridOptions | None = Field(None, description="fuse with BM25 (server started with --hybrid)")
 
 
 _VECTOR = {"indices": [2129, 3358, 4834], "values": [1.2, 0.8, 1.5]}  # "how", "wing", "flow" (BERT ids)
@@ -142,6 +156,7 @@ class InfoResponse(BaseModel):
     limits: dict
     encoder: str | None
     documents: int = Field(description="document texts loaded (--documents), 0 if none")
+    hybrid: dict | None = Field(None, description="the BM25 side of hybrid search (serve --hybrid), None if off")
 
 
 class HealthResponse(BaseModel):

@@ -63,6 +63,7 @@ class ServiceSettings(Config):
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16 * 1024
+    hybrid: bool = False  # build a BM25 index of the served documents for "hybrid" requests (service/hybrid.py)
 
     def __post_init__(self):
         for name in INT_LIMITS:
