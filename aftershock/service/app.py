@@ -290,7 +290,7 @@ def create_app(index, encoder=None, settings: ServiceSettings | None = None, doc
         if filt is not None and not getattr(engine, "filterable", False):
             raise ApiError(422, "no_metadata", "filter needs a collection (aftershock serve --collection DIR); an "
                            "index stores no metadata: drop the filter", "filter")
-        if hybrid is not None and not hasattr(engine, "hybrid"):
+        if hybrid is not None and getattr(engine, "filterable", False):
             raise ApiError(422, "no_hybrid", "hybrid search needs an index served with --hybrid --documents; a "
                            "collection has none: drop \"hybrid\"", "hybrid")
         if hybrid is not None and filt is not None:

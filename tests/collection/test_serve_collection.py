@@ -190,3 +190,15 @@ def test_cli_search_collection_with_filter(tmp_path, capsys):
     ExactIndex.build(docs).save(tmp_path / "ix")
     assert main(base[:2] + [str(tmp_path / "ix")] + base[3:] + ["--filter", '{"must": []}']) == 2
     assert "needs a collection" in capsys.readouterr().err
+
+
+def test_hybrid_is_refused_on_a_collection_and_with_a_filter(served):
+    cl, _ = served
+    cl.put("/collections/docs/points", json={"points": _points(2)})
+    q = {"indices": [1], "values": [1.0]}
+    for body in ({"query": q, "hybrid": {"method": "rrf"}},
+                 {"query": q, "hybrid": {"method": "rrf"}, "filter": {"must": [{"key": "year", "range": {"gte": 1}}]}}):
+        r = cl.post("/search", json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "no_hybrid" and r.json()["field"] == "hybrid"
+    assert cl.post("/search", json={"query": q}).status_code == 200   # the server still answers
