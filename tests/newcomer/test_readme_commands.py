@@ -43,6 +43,12 @@ BLOCKS = {
     "aftershock bench scale": "a benchmark of minutes to hours: tests/bench/test_scale.py runs the driver on a tiny N",
     "python benchmarks/collection/ingest.py --dataset lexicon": "benchmarks of many minutes on 268,640 documents "
                                                                "(RESULTS.md); the mechanisms are tests/collection/test_merge.py",
+    "python benchmarks/train/make_backbone.py": "the training recipe (a GPU run of minutes): tests/lsr/test_backbone.py "
+                                                "and tests/train/test_trainer.py run its parts on tiny inputs",
+    "aftershock eval --dataset ../shared/data/scifact": "needs ../shared: tests/eval/test_hybrid_eval.py runs hybrid "
+                                                        "systems on a folder made from the bundled data",
+    "aftershock serve --index idx/ --model default --documents corpus.jsonl --hybrid": "starts a server: "
+                                                        "tests/service/test_hybrid_service.py drives the hybrid routes",
     "aftershock search --index coll": "needs a collection: "
                                       "tests/collection/test_serve_collection.py::test_cli_search_collection_with_filter",
     "aftershock build --input aftershock/data/cranfield/cranfield.docs.npz": "starts a server and schemathesis in "
