@@ -5,7 +5,7 @@
 # sweep on the title dev split (held out of training). Prepare the carry here first:
 #   D=.devcarry/evalrun; mkdir -p $D/wheels; pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d $D/wheels ir_measures==0.4.3 \
-#     pytrec_eval_terrier==0.5.11 PyStemmer==3.1.0
+#     pytrec_eval_terrier==0.5.11 PyStemmer==3.1.0 bm25s==0.3.16
 #   for d in scifact cranfield cisi medline adi vaswani-npl; do mkdir -p $D/data/$d/qrels; \
 #     cp ../shared/data/$d/{corpus.jsonl.gz,queries.jsonl} $D/data/$d/; cp ../shared/data/$d/qrels/test.tsv $D/data/$d/qrels/; done
 set -uo pipefail
