@@ -50,7 +50,6 @@ def main(argv=None) -> int:
     from aftershock.cluster import ShardedCollection
     from aftershock.cluster.build import build_cluster
     from aftershock.cluster.ray_shards import init_ray, open_ray, stop_shards
-    from aftershock.eval.metrics import recall_at_k
     from aftershock.index import SearchResult, read_ids, read_npz
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -101,6 +100,8 @@ def main(argv=None) -> int:
     truth = ExactIndex.build(docs).search(qs, 2 * k)
 
     def recall(res) -> float:
+        from aftershock.eval.metrics import recall_at_k  # the one recall definition
+
         return recall_at_k(truth, SearchResult(res.scores, rows_of(res.ids, row_of)), k)
 
     # -------------------------------------------------------------- peer: one collection in this process

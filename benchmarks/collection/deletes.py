@@ -32,7 +32,6 @@ def dir_bytes(path: Path) -> int:
 
 def main(argv=None) -> int:
     from aftershock import Collection, CollectionConfig, ExactIndex
-    from aftershock.eval.metrics import recall_at_k
     from aftershock.index import read_ids, read_npz
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -81,6 +80,8 @@ def main(argv=None) -> int:
         row_of = {str(docs.ids[r]): j for j, r in enumerate(keep)}
 
         def recall(res) -> float:
+            from aftershock.eval.metrics import recall_at_k  # the one recall definition
+
             ids = np.array([[row_of.get(x, -2) if x is not None else -1 for x in row] for row in res.ids])
             return round(recall_at_k(truth, ids, k), 4)
 
