@@ -17,8 +17,8 @@ import numpy as np
 
 from aftershock.collection.filters import filter_mask
 from aftershock.collection.segment import score_exact
-from aftershock.errors import ConfigError, TermIdOutOfRangeError
 from aftershock.index import SparseBatch
+from aftershock.index.checks import check_search_input
 
 
 class CollectionResult(NamedTuple):
@@ -37,18 +37,7 @@ class CollectionResult(NamedTuple):
 
 
 def check_queries(queries, k, dim: int) -> SparseBatch:
-    if not isinstance(queries, SparseBatch):
-        import scipy.sparse as sp
-
-        if not sp.issparse(queries):
-            raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__}")
-        queries = SparseBatch.from_scipy(queries, what="queries")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k={k!r} must be an integer >= 1")
-    if queries.nnz and int(queries.indices.max()) >= dim:
-        raise TermIdOutOfRangeError(f"a query has term id {int(queries.indices.max())} >= the collection's dim "
-                                    f"{dim}; encode queries with the collection's vocabulary")
-    return queries
+    return check_search_input(queries, k, dim, "collection", "the collection's vocabulary")
 
 
 def as_scipy(queries: SparseBatch, dim: int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aftershock.errors import ConfigError, IndexCorruptError
+from aftershock.errors import ConfigError, IndexCorruptError, TermIdOutOfRangeError
 from aftershock.index.batch import SparseBatch
 from aftershock.index.limits import check_dim, check_terms_per_doc
 from aftershock.index.text import check_ids
@@ -86,3 +86,24 @@ def check_build_input(docs, max_terms: int | None = None, what: str = "documents
     check_dim(docs.dim, what)
     check_terms_per_doc(docs.indptr, docs.ids, max_terms, what)
     check_ids(docs.ids, what[:-1] if what.endswith("s") else what)
+
+
+def check_search_input(queries, k, dim: int, owner: str = "index", fix: str = "the vocabulary the index was built "
+                       "with") -> SparseBatch:
+    """What every search checks first: ``queries`` a `SparseBatch` (a scipy sparse matrix is converted), still
+    valid (a batch changed after construction must not reach the kernels), ``k`` an integer >= 1, and no
+    query term id at or above the ``owner``'s ``dim``. Returns the batch."""
+    if not isinstance(queries, SparseBatch):
+        import scipy.sparse as sp
+
+        if not sp.issparse(queries):
+            raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__};"
+                              " build one with SparseBatch.from_rows/from_dicts")
+        queries = SparseBatch.from_scipy(queries, what="queries")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k={k!r} must be an integer >= 1")
+    queries.check("queries")
+    if queries.nnz and int(queries.indices.max()) >= dim:
+        raise TermIdOutOfRangeError(f"a query has term id {int(queries.indices.max())} >= the {owner}'s dim {dim}; "
+                                    f"encode queries with {fix}")
+    return queries

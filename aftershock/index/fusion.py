@@ -186,17 +186,13 @@ def _fuse_small(lists, method: str, w: list, k: int, rrf_k: float) -> SearchResu
         acc: dict[int, float] = {}
         for i, ((scores, ids), wi) in enumerate(zip(lists, w)):
             valid = ids[q] >= 0
-            rows, sc = ids[q][valid], scores[q][valid]
+            rows = ids[q][valid]
             if not rows.size:
                 continue
             rows = rows.tolist()
             if len(set(rows)) != len(rows):
                 raise ConfigError(f"results[{i}] lists a row twice for one query; each list must hold distinct rows")
-            if method == "convex":
-                lo, hi = sc.min(), sc.max()
-                c = wi * ((sc - lo) / (hi - lo)) if hi > lo else np.full(len(rows), wi)
-            else:
-                c = wi / (rrf_k + np.arange(1, len(rows) + 1))
+            c = _contributions(scores[q:q + 1], ids[q:q + 1], method, wi, rrf_k)[0][valid]
             get = acc.get
             for r, x in zip(rows, c.tolist()):
                 acc[r] = get(r, 0.0) + x

@@ -15,10 +15,11 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from aftershock.errors import ConfigError, FormatError, IndexCorruptError, IndexFormatError, TermIdOutOfRangeError
+from aftershock.errors import ConfigError, FormatError, IndexCorruptError, IndexFormatError
 from aftershock.index import SearchResult, SparseBatch, Vocabulary, save_dir
 from aftershock.index.backends import resolve_backend, to_backend
 from aftershock.index.checks import check_build_input
+from aftershock.index.checks import check_search_input
 from aftershock.index.limits import check_k, check_memory
 from aftershock.index.store import open_dir
 from aftershock.seismic import kernels as K
@@ -89,24 +90,8 @@ class BaseIndex:
         return params.with_(**overrides) if overrides else params
 
     def _check_queries(self, queries, k) -> SparseBatch:
-        if not isinstance(queries, SparseBatch):
-            import scipy.sparse as sp
-
-            if sp.issparse(queries):
-                queries = SparseBatch.from_scipy(queries, what="queries")
-            else:
-                raise ConfigError(f"queries must be a SparseBatch or a scipy sparse matrix, got {type(queries).__name__};"
-                                  " build one with SparseBatch.from_rows/from_dicts")
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k={k!r} must be an integer >= 1")
-        queries.check("queries")  # a batch changed after construction must not reach the kernels
+        queries = check_search_input(queries, k, self.dim)
         check_k(k, len(queries), self.n_docs)
-        if queries.nnz and int(queries.indices.max()) >= self.dim:
-            bad = int(queries.indices.max())
-            raise TermIdOutOfRangeError(
-                f"a query has term id {bad} >= the index's dim {self.dim}; encode queries with the vocabulary "
-                "the index was built with"
-            )
         return queries
 
     @staticmethod
